@@ -1,0 +1,32 @@
+# Two entry points: `make run` (the whole platform, locally) and `make test` (the whole suite).
+# Each sets itself up on a fresh machine and is quick when that is already done.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint traces clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Lantern needs Python 3.11 or newer"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m devstack
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check apps tests
+	$(BIN)/ruff format --check apps tests
+	$(BIN)/mypy
+
+traces: $(STAMP)
+	$(BIN)/python -m devstack traces
+
+clean:
+	rm -rf $(VENV) .lantern

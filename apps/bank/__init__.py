@@ -1,0 +1,1 @@
+"""bank: a small payment-provider simulator that authorizes amounts up to a limit."""

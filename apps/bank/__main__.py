@@ -1,0 +1,3 @@
+from bank.bootstrap import main
+
+main()

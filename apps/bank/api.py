@@ -1,0 +1,57 @@
+"""POST /authorizations (idempotent by key, with injected faults) and GET /authorizations."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from bank.ledger import KeyReused
+
+if TYPE_CHECKING:
+    from bank.ledger import Ledger
+    from bank.settings import BankSettings
+
+
+class AuthorizationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str = Field(min_length=1, max_length=200)
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+
+
+def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
+    router = APIRouter(tags=["authorizations"])
+
+    @router.post("/authorizations", status_code=status.HTTP_201_CREATED)
+    async def authorize(
+        request: AuthorizationRequest,
+        response: Response,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)],
+    ) -> dict[str, Any]:
+        if settings.bank_latency_ms:
+            await asyncio.sleep(settings.bank_latency_ms / 1000)
+        if random.random() < settings.bank_failure_rate:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="injected failure (BANK_FAILURE_RATE); retry with the same key",
+            )
+        try:
+            record, created = ledger.authorize(idempotency_key, request.order_id, request.amount)
+        except KeyReused as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return record.as_json()
+
+    @router.get("/authorizations")
+    async def list_authorizations(
+        order_id: Annotated[str | None, Query()] = None,
+    ) -> list[dict[str, Any]]:
+        return [record.as_json() for record in ledger.for_order(order_id)]
+
+    return router

@@ -1,0 +1,69 @@
+"""Authorizations the bank has granted or declined, each recorded once per idempotency key."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+class KeyReused(Exception):
+    """The idempotency key was used before for a different order or amount."""
+
+
+@dataclass(frozen=True)
+class AuthorizationRecord:
+    authorization_id: str
+    idempotency_key: str
+    order_id: str
+    amount: Decimal
+    status: str
+    reason: str | None
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "amount": str(self.amount),
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class Ledger:
+    """In memory: the simulator's state lives as long as its process, like a sandbox account."""
+
+    def __init__(self, approval_limit: Decimal) -> None:
+        self._approval_limit = approval_limit
+        self._by_key: dict[str, AuthorizationRecord] = {}
+
+    def authorize(
+        self, key: str, order_id: str, amount: Decimal
+    ) -> tuple[AuthorizationRecord, bool]:
+        """Returns (record, created); the same key and request always give the same record."""
+        existing = self._by_key.get(key)
+        if existing is not None:
+            if (existing.order_id, existing.amount) != (order_id, amount):
+                raise KeyReused(
+                    f"Idempotency-Key {key!r} was used for order {existing.order_id} "
+                    f"amount {existing.amount}; use a new key for a new authorization"
+                )
+            return existing, False
+        approved = amount <= self._approval_limit
+        record = AuthorizationRecord(
+            authorization_id=str(uuid.uuid4()),
+            idempotency_key=key,
+            order_id=order_id,
+            amount=amount,
+            status="approved" if approved else "declined",
+            reason=None
+            if approved
+            else f"amount {amount} exceeds the limit {self._approval_limit}",
+            created_at=datetime.now(UTC),
+        )
+        self._by_key[key] = record
+        return record, True
+
+    def for_order(self, order_id: str | None) -> list[AuthorizationRecord]:
+        return [r for r in self._by_key.values() if order_id is None or r.order_id == order_id]

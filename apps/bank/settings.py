@@ -1,0 +1,13 @@
+from decimal import Decimal
+
+from pydantic import Field
+
+from lantern_runtime import ServiceSettings
+
+
+class BankSettings(ServiceSettings):
+    port: int = 8003
+    bank_approval_limit: Decimal = Field(default=Decimal("1000.00"), gt=0)
+    # Fault injection: added latency per request, and the fraction answered 503.
+    bank_latency_ms: int = Field(default=0, ge=0)
+    bank_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -1,0 +1,105 @@
+"""`python -m devstack` runs the platform locally; `python -m devstack traces` prints traces."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from devstack.stack import SERVICES, Stack, amqp_reachable, jaeger_binary, port_free
+from devstack.tracesink import traces_by_id
+from lantern_runtime.trace_contract import render_tree
+
+WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
+EXAMPLE = """\
+curl -si -X POST {gateway}/api/orders \\
+  -H 'Content-Type: application/json' -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\
+  -d '{{"customer_id": "c-1", "items": [{{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}}]}}'"""
+
+
+def run() -> int:
+    stack = Stack(WORKDIR, amqp_url=os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
+    problem = amqp_reachable(stack.amqp_url)
+    if problem:
+        print(
+            f"RabbitMQ is not reachable at AMQP_URL={stack.amqp_url} ({problem}).\n"
+            "Start it with `rabbitmq-server -detached` (or `docker run -p 5672:5672 rabbitmq:4`), "
+            "or point AMQP_URL at one.",
+            file=sys.stderr,
+        )
+        return 1
+    busy = [f"{name}:{port}" for name, port in stack.ports.items() if not port_free(port)]
+    if busy:
+        print(f"ports already in use: {', '.join(busy)}; is `make run` running already?", file=sys.stderr)
+        return 1
+
+    jaeger = jaeger_binary()
+    stack.otlp_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if stack.otlp_endpoint is None and jaeger:
+        stack.otlp_endpoint = "http://127.0.0.1:4318"
+    WORKDIR.mkdir(exist_ok=True)
+    if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        stack.start_process("jaeger", [jaeger], dict(os.environ))
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        stack.start()
+        stack.wait_ready()
+    except (RuntimeError, TimeoutError) as error:
+        print(f"the platform did not start: {error}", file=sys.stderr)
+        stack.stop()
+        return 1
+
+    gateway = stack.url("gateway")
+    print(f"\nLantern is up: {', '.join(f'{s} {stack.url(s)}' for s in SERVICES)}")
+    print(f"Gateway: {gateway}   logs: {stack.log_dir}/*.log")
+    if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        print("Jaeger UI: http://127.0.0.1:16686")
+    elif stack.otlp_endpoint:
+        print(f"Spans go to {stack.otlp_endpoint}")
+    else:
+        print("Traces: `make traces` prints the latest ones as trees")
+    print(f"\nTry:\n{EXAMPLE.format(gateway=gateway)}\n\nCtrl-C stops everything.", flush=True)
+
+    while not stopping.wait(1.0):
+        died = [name for name, p in stack.processes.items() if p.poll() is not None]
+        if died:
+            print(f"stopped because {', '.join(died)} exited; see {stack.log_dir}", file=sys.stderr)
+            break
+    print("stopping…", flush=True)
+    stack.stop()
+    print("stopped.")
+    return 0
+
+
+def traces(last: int) -> int:
+    spans_file = WORKDIR / "spans.jsonl"
+    found = traces_by_id(spans_file)
+    if not found:
+        print(f"no traces in {spans_file} yet; is `make run` running, and did a request go through?")
+        return 0
+    latest = sorted(found.values(), key=lambda spans: min(s.start_ns for s in spans))[-last:]
+    for spans in latest:
+        services = sorted({s.service for s in spans})
+        print(f"trace {spans[0].trace_id}  {len(spans)} spans  services: {', '.join(services)}")
+        print(render_tree(spans))
+        print()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    show = commands.add_parser("traces", help="print the latest traces as trees")
+    show.add_argument("--last", type=int, default=3)
+    args = parser.parse_args()
+    if args.command == "traces":
+        return traces(args.last)
+    return run()
+
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""Starts the five services (and a trace sink) as local processes, the same way for
+`make run` and for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import httpx
+
+SERVICES = ("bank", "payments", "orders", "notifier", "gateway")
+DEFAULT_PORTS = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    # None: a local trace sink on sink_port receives the spans.
+    otlp_endpoint: str | None = None
+    sink_port: int = 4318
+    extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def spans_file(self) -> Path:
+        return self.workdir / "spans.jsonl"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def env_for(self, service: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PORT": str(self.ports[service]),
+            "HOST": "127.0.0.1",
+            "AMQP_URL": self.amqp_url,
+            "ORDERS_URL": self.url("orders"),
+            "BANK_URL": self.url("bank"),
+            "DATABASE_URL": os.environ.get(
+                "DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / 'orders.db'}"
+            ),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint or f"http://127.0.0.1:{self.sink_port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            # Local runs want to see a trace at once, not after the default 5 s batch delay.
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+            "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+            **self.service_env.get(service, {}),
+        }
+        env.pop("OTEL_SERVICE_NAME", None)
+        return env
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.otlp_endpoint is None:
+            self._spawn(
+                "tracesink",
+                [sys.executable, "-m", "devstack.tracesink", "--port", str(self.sink_port),
+                 "--file", str(self.spans_file)],
+                dict(os.environ),
+            )
+        for service in SERVICES:
+            self.start_service(service)
+
+    def start_service(self, service: str) -> None:
+        self._spawn(service, [sys.executable, "-m", service], self.env_for(service))
+
+    def start_process(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(name, command, env)
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until every service answers /readyz; raise naming any that died or stalled."""
+        deadline = time.monotonic() + timeout
+        pending = set(SERVICES) & set(self.processes)
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for service in sorted(pending):
+                    process = self.processes[service]
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"{service} exited with {process.returncode}; see "
+                            f"{self.log_dir / (service + '.log')}:\n{self.tail(service)}"
+                        )
+                    try:
+                        if client.get(self.url(service) + "/readyz").status_code == 200:
+                            pending.discard(service)
+                    except httpx.TransportError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout}s: {sorted(pending)}")
+                time.sleep(0.2)
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return process.returncode if process else None
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM everything at once, so all drain together; the sink goes last, after the flushes."""
+        services = [name for name in self.processes if name in SERVICES]
+        for name in services:
+            process = self.processes[name]
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in services:
+            process = self.processes[name]
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for name in ("tracesink", "jaeger"):
+            self.stop_service(name, timeout=5)
+        for log in self._logs:
+            log.close()
+
+
+def amqp_reachable(url: str, timeout: float = 3.0) -> str | None:
+    """None when RabbitMQ accepts a connection at `url`; otherwise why not."""
+    import aio_pika
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(url, timeout=timeout)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5672}"
+
+
+def jaeger_binary() -> str | None:
+    return shutil.which("jaeger")

@@ -1,0 +1,3 @@
+from gateway.bootstrap import main
+
+main()

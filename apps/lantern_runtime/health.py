@@ -1,0 +1,52 @@
+"""Liveness and readiness probes: /healthz says the process runs, /readyz that it can do its work."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+
+class Readiness:
+    """The named checks a service needs to pass, plus the drain flag set on SIGTERM."""
+
+    def __init__(
+        self, checks: Mapping[str, Callable[[], Awaitable[bool]]], *, timeout: float = 2.0
+    ) -> None:
+        self._checks = dict(checks)
+        self._timeout = timeout
+        self.draining = False
+
+    async def failing(self) -> list[str]:
+        if self.draining:
+            return ["draining"]
+        names = list(self._checks)
+        results = await asyncio.gather(
+            *(self._run(self._checks[name]) for name in names), return_exceptions=True
+        )
+        return [name for name, ok in zip(names, results, strict=True) if ok is not True]
+
+    async def _run(self, check: Callable[[], Awaitable[bool]]) -> bool:
+        return await asyncio.wait_for(check(), self._timeout)
+
+
+def health_router(readiness: Readiness) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        failing = await readiness.failing()
+        if failing:
+            return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return router

@@ -1,0 +1,71 @@
+"""Runs a service's ASGI app under uvicorn, with a drain on SIGTERM and telemetry flushed last."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import uvicorn
+
+from lantern_runtime.settings import ServiceSettings
+from lantern_runtime.telemetry import setup_telemetry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fastapi import FastAPI
+
+    from lantern_runtime.health import Readiness
+    from lantern_runtime.telemetry import Telemetry
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+logger = logging.getLogger(__name__)
+
+
+class _DrainingServer(uvicorn.Server):
+    """Turns readiness false the moment a stop signal arrives, before uvicorn stops accepting."""
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness) -> None:
+        super().__init__(config)
+        self._readiness = readiness
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self._readiness.draining:
+            logger.info("stop signal received; draining", extra={"signal": sig})
+        self._readiness.draining = True
+        super().handle_exit(sig, frame)
+
+
+def run_service(
+    app: FastAPI, settings: ServiceSettings, readiness: Readiness, telemetry: Telemetry
+) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests get `shutdown_timeout` seconds to finish.
+
+    The app's lifespan stops consumers (waiting for in-flight messages) after the server
+    stops; telemetry is flushed after that, so the last spans are not lost.
+    """
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        lifespan="on",
+    )
+    try:
+        _DrainingServer(config, readiness).run()
+    finally:
+        telemetry.shutdown()
+
+
+def serve(
+    service_name: str,
+    settings_type: type[SettingsT],
+    create_app: Callable[[SettingsT, Telemetry], tuple[FastAPI, Readiness]],
+) -> None:
+    """A service's whole main(): settings from the environment, telemetry, app, serve."""
+    settings = settings_type()
+    telemetry = setup_telemetry(service_name, log_level=settings.log_level)
+    app, readiness = create_app(settings, telemetry)
+    run_service(app, settings, readiness, telemetry)

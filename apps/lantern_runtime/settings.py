@@ -1,0 +1,32 @@
+"""The settings every Lantern service shares, read only from environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Base for each service's Settings; subclasses add their own fields and default port."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    # How long a service drains in-flight work on SIGTERM; the chart's grace period exceeds it.
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+
+
+class BrokerSettings(ServiceSettings):
+    """Settings of a service that talks to RabbitMQ."""
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    # Deliveries a consumer may hold unacknowledged at once.
+    prefetch_count: int = Field(default=32, ge=1)
+    # Attempts before a failing message is dead-lettered.
+    max_delivery_attempts: int = Field(default=5, ge=1)
+    retry_base_delay_ms: int = Field(default=200, ge=1)
+    retry_max_delay_ms: int = Field(default=10_000, ge=1)
+    # Seconds to wait for the broker to confirm a publish before it counts as failed.
+    publish_timeout: float = Field(default=5.0, gt=0)

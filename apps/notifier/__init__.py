@@ -1,0 +1,1 @@
+"""notifier: tells the customer how their order ended."""

@@ -1,0 +1,3 @@
+from notifier.bootstrap import main
+
+main()

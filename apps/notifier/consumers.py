@@ -1,0 +1,42 @@
+"""order.confirmed and order.cancelled become one notification each."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from lantern_runtime.messaging import Consumer
+from order_flow.events import OrderCancelled, OrderConfirmed
+
+if TYPE_CHECKING:
+    from lantern_runtime.messaging.consumer import Delivery
+    from notifier.notifications import Outbox
+
+logger = logging.getLogger(__name__)
+
+
+def outcome_consumers(outbox: Outbox) -> dict[str, Consumer]:
+    async def on_confirmed(event: OrderConfirmed, delivery: Delivery) -> None:
+        sent = await outbox.send(
+            message_id=delivery.message_id,
+            order_id=event.order_id,
+            customer_id=event.customer_id,
+            kind="order.confirmed",
+            text=f"Your order {event.order_id} is confirmed; {event.total} was charged.",
+        )
+        logger.info("notification", extra={"order_id": event.order_id, "sent": sent})
+
+    async def on_cancelled(event: OrderCancelled, delivery: Delivery) -> None:
+        sent = await outbox.send(
+            message_id=delivery.message_id,
+            order_id=event.order_id,
+            customer_id=event.customer_id,
+            kind="order.cancelled",
+            text=f"Your order {event.order_id} was cancelled: {event.reason}.",
+        )
+        logger.info("notification", extra={"order_id": event.order_id, "sent": sent})
+
+    return {
+        OrderConfirmed.event_type: Consumer(OrderConfirmed, on_confirmed),
+        OrderCancelled.event_type: Consumer(OrderCancelled, on_cancelled),
+    }

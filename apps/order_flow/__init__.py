@@ -1,0 +1,1 @@
+"""The reference order flow's shared contract: its events and the queues that carry them."""

@@ -1,0 +1,1 @@
+"""orders: accepts orders, keeps their state, and moves them on as payments settle."""

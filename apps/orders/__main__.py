@@ -1,0 +1,3 @@
+from orders.bootstrap import main
+
+main()

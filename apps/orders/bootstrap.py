@@ -1,0 +1,84 @@
+"""Wires orders: database, broker, outbox relay, consumers and HTTP routes."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from lantern_runtime.app import service_app
+from lantern_runtime.health import Readiness
+from lantern_runtime.messaging import (
+    EventPublisher,
+    broker_ready,
+    build_broker,
+    start_broker,
+    stop_consuming,
+    subscribe,
+)
+from lantern_runtime.service import serve
+from order_flow.topology import ORDER_FLOW, ORDERS_QUEUE
+from orders.api import orders_router
+from orders.consumers import payment_consumers
+from orders.outbox import OutboxRelay
+from orders.repository import OrderRepository
+from orders.settings import OrdersSettings
+from orders.tables import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+
+    from lantern_runtime.telemetry import Telemetry
+
+SERVICE_NAME = "orders"
+
+
+def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
+    engine = create_async_engine(settings.database_url, pool_pre_ping=True)
+    broker = build_broker(settings, SERVICE_NAME)
+    repository = OrderRepository(engine)
+    relay = OutboxRelay(
+        engine,
+        EventPublisher(broker, timeout=settings.publish_timeout),
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    subscribe(broker, ORDERS_QUEUE, payment_consumers(repository, relay), settings)
+
+    async def database_up() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    readiness = Readiness({"database": database_up, "broker": broker_ready(broker)})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        await start_broker(broker, ORDER_FLOW, settings)
+        relay.start()
+        try:
+            yield
+        finally:
+            await stop_consuming(broker)
+            await relay.stop()
+            await broker.stop()
+            await engine.dispose()
+
+    app = service_app(
+        SERVICE_NAME,
+        readiness=readiness,
+        telemetry=telemetry,
+        routers=[orders_router(repository, relay)],
+        lifespan=lifespan,
+        description="Accepts orders and follows them to a final state.",
+    )
+    return app, readiness
+
+
+def main() -> None:
+    serve(SERVICE_NAME, OrdersSettings, create_app)

@@ -1,0 +1,3 @@
+from payments.bootstrap import main
+
+main()
