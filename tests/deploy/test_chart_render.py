@@ -1,0 +1,334 @@
+"""The chart lints, renders in every mode and every object is valid Kubernetes 1.34."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_support import CHART, REPO_ROOT, VALUES_FILES, Render, template_args, values_args
+
+pytestmark = pytest.mark.deploy
+
+K8S_VERSION = "1.34.0"
+SERVICES = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
+
+# kubernetes-validate carries only built-in kinds. Gateway API objects are checked
+# against this small schema of the fields the chart uses (not the full CRD).
+_PARENT_REF = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}, "sectionName": {"type": "string"}},
+    "additionalProperties": False,
+}
+GATEWAY_API_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Gateway": {
+        "type": "object",
+        "required": ["gatewayClassName", "listeners"],
+        "additionalProperties": False,
+        "properties": {
+            "gatewayClassName": {"type": "string", "minLength": 1},
+            "listeners": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "port", "protocol"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "hostname": {"type": "string"},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "protocol": {"enum": ["HTTP", "HTTPS", "TLS", "TCP", "UDP"]},
+                        "tls": {
+                            "type": "object",
+                            "required": ["certificateRefs"],
+                            "properties": {
+                                "mode": {"enum": ["Terminate", "Passthrough"]},
+                                "certificateRefs": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"type": "object", "required": ["name"]},
+                                },
+                            },
+                        },
+                        "allowedRoutes": {"type": "object"},
+                    },
+                    "if": {"properties": {"protocol": {"const": "HTTPS"}}},
+                    "then": {"required": ["tls"]},
+                },
+            },
+        },
+    },
+    "HTTPRoute": {
+        "type": "object",
+        "required": ["parentRefs", "rules"],
+        "additionalProperties": False,
+        "properties": {
+            "parentRefs": {"type": "array", "minItems": 1, "items": _PARENT_REF},
+            "hostnames": {"type": "array", "items": {"type": "string"}},
+            "rules": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matches": {"type": "array"},
+                        "backendRefs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "port"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "port": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("mode", list(VALUES_FILES))
+def test_helm_lint_strict(helm, mode: str) -> None:
+    helm("lint", "--strict", str(CHART), *values_args(mode))
+
+
+def test_collector_config_is_the_single_otel_file(renders: dict[str, Render]) -> None:
+    link = CHART / "files" / "collector.yaml"
+    assert link.is_symlink(), "charts/lantern/files/collector.yaml must be a symlink"
+    assert str(link.readlink()) == "../../../otel/collector.yaml"
+    configmap = renders["default"].get("ConfigMap", "otel-collector-config")
+    assert configmap["data"]["collector.yaml"].strip() == (
+        (REPO_ROOT / "otel" / "collector.yaml").read_text().strip()
+    )
+
+
+def test_every_object_is_valid_kubernetes(render: Render) -> None:
+    for obj in render.objects:
+        name = f"{render.mode}: {obj['kind']}/{obj['metadata']['name']}"
+        if obj["apiVersion"].startswith("gateway.networking.k8s.io/"):
+            assert obj["apiVersion"] == "gateway.networking.k8s.io/v1", name
+            jsonschema.validate(obj["spec"], GATEWAY_API_SCHEMAS[obj["kind"]])
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            raise AssertionError(f"{name}: {error.message} at {list(error.path)}") from None
+
+
+def test_gateway_api_route_reaches_the_gateway_service(renders: dict[str, Render]) -> None:
+    render = renders["staging"]
+    gateway = render.get("Gateway", "lantern")
+    route = render.get("HTTPRoute", "gateway")
+    assert gateway["spec"]["gatewayClassName"] == "eg"
+    https = [li for li in gateway["spec"]["listeners"] if li["protocol"] == "HTTPS"]
+    assert https[0]["tls"]["certificateRefs"][0]["name"] == "lantern-staging-tls"
+    assert route["spec"]["parentRefs"] == [{"name": "lantern"}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "gateway", "port": 8080}]
+
+
+def test_ingress_is_the_switchable_alternative(helm) -> None:
+    args = template_args(
+        "--set", "ingress.gatewayAPI.enabled=false", "--set", "ingress.ingress.enabled=true",
+        "--set", "ingress.ingress.className=haproxy",
+    )
+    objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
+    kinds = {o["kind"] for o in objects}
+    assert "Ingress" in kinds
+    assert not kinds & {"Gateway", "HTTPRoute"}
+    for obj in objects:
+        if obj["kind"] == "Ingress":
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _pod_specs(render: Render) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+        for o in render.objects
+        if o["kind"] in {"Deployment", "StatefulSet", "Job"}
+    ]
+
+
+def test_every_pod_meets_restricted_pod_security(render: Render) -> None:
+    for name, pod in _pod_specs(render):
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True, name
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert isinstance(security["runAsUser"], int) and security["runAsUser"] > 0, name
+        tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"requests", "limits"} <= set(container["resources"]), name
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get("/tmp") in tmp_volumes, f"{name}: /tmp is not an emptyDir"
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_services_follow_the_runtime_contract(render: Render) -> None:
+    grace_needed = int(render.values["shared"]["env"]["SHUTDOWN_TIMEOUT"])
+    for name, port in SERVICES.items():
+        service = render.get("Service", name)
+        assert [p["port"] for p in service["spec"]["ports"]] == [port]
+        deployment = render.get("Deployment", name)
+        pod = deployment["spec"]["template"]
+        assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == name
+        assert "checksum/config" in pod["metadata"]["annotations"]
+        (container,) = pod["spec"]["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pod["spec"]["terminationGracePeriodSeconds"] >= grace_needed + pre_stop + 5, name
+
+        env = _env(container)
+        assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "metadata.labels['app.kubernetes.io/component']"
+        )
+        attributes = env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+        order = list(env)
+        for attribute, variable in [
+            ("k8s.pod.name", "POD_NAME"),
+            ("k8s.namespace.name", "POD_NAMESPACE"),
+            ("k8s.node.name", "NODE_NAME"),
+        ]:
+            assert f"{attribute}=$({variable})" in attributes
+            assert "fieldRef" in env[variable]["valueFrom"]
+            # $(VAR) only expands variables defined earlier in the list.
+            assert order.index(variable) < order.index("OTEL_RESOURCE_ATTRIBUTES")
+
+        config = render.get("ConfigMap", f"{name}-config")["data"]
+        assert config["PORT"] == str(port)
+        assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert render.get("PodDisruptionBudget", name)
+
+
+def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) -> None:
+    for render in renders.values():
+        assert render.get("Deployment", "bank")["spec"]["replicas"] == 1
+    staging = renders["staging"]
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in staging.of_kind("HorizontalPodAutoscaler")}
+    assert scaled == {"gateway", "orders", "payments", "notifier"}
+    for name in scaled:
+        assert "replicas" not in staging.get("Deployment", name)["spec"]
+    assert not renders["default"].of_kind("HorizontalPodAutoscaler")
+
+
+def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
+    jobs = [j for j in render.of_kind("Job") if j["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    assert len(jobs) == 1
+    (container,) = jobs[0]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == [
+        "python", "-m", "lantern_runtime.smoke",
+        "--gateway", "http://gateway:8080", "--jaeger", "http://jaeger:16686",
+    ]
+    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["image"] == gateway_image
+
+
+def test_config_change_rolls_the_pods(helm) -> None:
+    def checksum(*extra: str) -> str:
+        objects = [o for o in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if o]
+        (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
+        return orders["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() != checksum("--set", "shared.env.LOG_LEVEL=DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ("components.gateway.replica=3", "additional properties 'replica' not allowed"),
+        ("components.gateway.replicas=three", "want integer"),
+        ("jaeger.storage.type=cassandra", "jaeger/storage/type"),
+        ("postgres.external.existingSecrets=x", "additional properties 'existingSecrets' not allowed"),
+    ],
+)
+def test_values_schema_rejects_bad_values(helm, override: str, complaint: str) -> None:
+    result = helm(*template_args("--set", override), check=False)
+    assert result.returncode != 0, f"--set {override} was accepted"
+    assert complaint in result.stderr
+
+
+def test_disabled_broker_without_a_url_fails_with_a_reason(helm) -> None:
+    result = helm(*template_args("--set", "rabbitmq.enabled=false"), check=False)
+    assert result.returncode != 0
+    assert "rabbitmq.external.existingSecret" in result.stderr
+
+
+def test_orders_falls_back_to_sqlite_in_tmp(helm) -> None:
+    objects = [o for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout) if o]
+    (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
+    env = _env(orders["spec"]["template"]["spec"]["containers"][0])
+    assert env["DATABASE_URL"]["value"] == "sqlite+aiosqlite:////tmp/orders.db"
+    assert not [o for o in objects if o["metadata"]["name"].startswith("postgres")]
+
+
+def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None:
+    staging = renders["staging"]
+    config = yaml.safe_load(staging.get("ConfigMap", "jaeger-config")["data"]["config.yaml"])
+    badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
+    assert badger["directories"]["keys"].startswith("/badger/")
+    assert staging.get("PersistentVolumeClaim", "jaeger-data")
+    default = yaml.safe_load(renders["default"].get("ConfigMap", "jaeger-config")["data"]["config.yaml"])
+    assert "memory" in default["extensions"]["jaeger_storage"]["backends"]["traces"]
+
+
+def test_collector_pipeline_uses_current_component_names() -> None:
+    config = yaml.safe_load((REPO_ROOT / "otel" / "collector.yaml").read_text())
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"].endswith(":4317")
+    assert protocols["http"]["endpoint"].endswith(":4318")
+    traces = config["service"]["pipelines"]["traces"]
+    assert traces["processors"] == ["memory_limiter", "k8s_attributes", "batch"]
+    assert set(traces["exporters"]) == {"otlp_grpc/jaeger", "span_metrics"}
+    metrics = config["service"]["pipelines"]["metrics"]
+    assert "span_metrics" in metrics["receivers"]
+    assert metrics["exporters"] == ["prometheus"]
+    assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "${env:JAEGER_OTLP_GRPC_ENDPOINT}"
+    # Deprecated aliases in collector-contrib 0.160.0; their new names are used above.
+    names = {key.split("/")[0] for section in ("receivers", "processors", "exporters", "connectors")
+             for key in config[section]}
+    assert not names & {"otlphttp", "k8sattributes", "spanmetrics"}
+    assert "otlp" not in config["exporters"]
+
+
+def test_pinned_third_party_images(render: Render) -> None:
+    for name, pod in _pod_specs(render):
+        for container in pod["containers"]:
+            image: str = container["image"]
+            tag = image.rsplit(":", 1)[-1] if "@" not in image else image.split("@")[1]
+            assert tag and tag != "latest", f"{name}: {image} is not pinned"
+
+
+def test_kind_cluster_maps_host_ports_to_the_chart_node_ports(renders: dict[str, Render]) -> None:
+    kind = yaml.safe_load(Path(REPO_ROOT / "k8s" / "kind-cluster.yaml").read_text())
+    mappings = {m["hostPort"]: m["containerPort"] for n in kind["nodes"] for m in n["extraPortMappings"]}
+    render = renders["kind"]
+    gateway_port = render.get("Service", "gateway")["spec"]["ports"][0]
+    assert render.get("Service", "gateway")["spec"]["type"] == "NodePort"
+    assert mappings[8080] == gateway_port["nodePort"]
+    ui = [p for p in render.get("Service", "jaeger")["spec"]["ports"] if p["port"] == 16686][0]
+    assert mappings[16686] == ui["nodePort"]
+
+
+def test_namespace_enforces_restricted_pod_security() -> None:
+    namespace = yaml.safe_load((REPO_ROOT / "k8s" / "namespace.yaml").read_text())
+    kubernetes_validate.validate(namespace, K8S_VERSION, strict=True)
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert namespace["metadata"]["name"] == "lantern"
