@@ -1,0 +1,179 @@
+"""The Dockerfile builds pinned, non-root images and skaffold.yaml wires each of
+them into the chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from deploy_support import CHART, REPO_ROOT, Render
+
+pytestmark = pytest.mark.deploy
+
+SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
+SKAFFOLD_SCHEMA = Path(REPO_ROOT).parent / "shared" / "schemas" / "skaffold-v4beta14.json"
+# An exact version tag: digits and dots, optionally a variant such as -slim-bookworm.
+PINNED_TAG = re.compile(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.-]+)?$")
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_dockerfile(path: Path) -> list[Stage]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    stages: list[Stage] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            match = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE)
+            assert match, f"unreadable FROM: {line}"
+            stages.append(Stage(name=match.group(2) or str(len(stages)), base=match.group(1)))
+        else:
+            assert stages, f"{keyword} before the first FROM"
+            stages[-1].instructions.append((keyword, rest.strip()))
+    return stages
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, Stage]:
+    return {s.name: s for s in parse_dockerfile(REPO_ROOT / "Dockerfile")}
+
+
+@pytest.fixture(scope="module")
+def skaffold() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "skaffold.yaml").read_text())
+
+
+def _effective_user(stage: Stage, stages: dict[str, Stage]) -> str | None:
+    users = [arg for keyword, arg in stage.instructions if keyword == "USER"]
+    if users:
+        return users[-1]
+    return _effective_user(stages[stage.base], stages) if stage.base in stages else None
+
+
+def test_every_base_image_is_pinned(stages: dict[str, Stage]) -> None:
+    for stage in stages.values():
+        if stage.base in stages:  # built on an earlier stage
+            continue
+        assert "$" not in stage.base, f"{stage.name}: base {stage.base} depends on a build arg"
+        image, _, tag = stage.base.partition("@")[0].rpartition(":")
+        assert image and PINNED_TAG.match(tag), f"{stage.name}: {stage.base} is not an exact version tag"
+
+
+def test_every_service_target_runs_as_a_numeric_non_root_user(stages: dict[str, Stage]) -> None:
+    for service in SERVICES:
+        assert service in stages, f"Dockerfile has no target {service!r}"
+        user = _effective_user(stages[service], stages)
+        assert user, f"target {service} runs as root"
+        uid = user.split(":")[0]
+        assert uid.isdigit() and int(uid) != 0, f"target {service}: USER {user} is not a numeric non-root uid"
+        cmds = [arg for keyword, arg in stages[service].instructions if keyword == "CMD"]
+        assert json.loads(cmds[-1]) == ["python", "-m", service]
+
+
+def test_dependencies_install_in_their_own_layer(stages: dict[str, Stage]) -> None:
+    builder = stages["builder"].instructions
+    steps = [f"{keyword} {arg}" for keyword, arg in builder]
+    copy_pyproject = steps.index("COPY pyproject.toml ./")
+    install_deps = next(i for i, s in enumerate(steps) if "tomllib" in s and "pip install -r" in s)
+    copy_apps = next(i for i, s in enumerate(steps) if s.startswith("COPY apps/"))
+    install_project = steps.index("RUN pip install --no-deps .")
+    assert copy_pyproject < install_deps < copy_apps < install_project
+    assert "/opt/venv" in " ".join(steps)
+
+
+def test_runtime_stage_is_lean_and_read_only_friendly(stages: dict[str, Stage]) -> None:
+    runtime = dict(stages["runtime"].instructions)
+    text = " ".join(f"{k} {v}" for k, v in stages["runtime"].instructions)
+    assert "PYTHONDONTWRITEBYTECODE=1" in runtime["ENV"]
+    assert "HOME=/tmp" in runtime["ENV"]
+    assert "COPY --from=builder /opt/venv /opt/venv" in text
+    for compiler in ("gcc", "build-essential", "apt-get install"):
+        assert compiler not in text
+
+
+def test_dockerignore_sends_only_what_the_build_copies() -> None:
+    lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[lines.index("*") + 1:lines.index("*") + 3] == ["!pyproject.toml", "!apps/"]
+
+
+def test_skaffold_config_matches_the_published_schema(skaffold: dict[str, Any]) -> None:
+    assert SKAFFOLD_SCHEMA.is_file(), f"missing {SKAFFOLD_SCHEMA}"
+    schema = json.loads(SKAFFOLD_SCHEMA.read_text())
+    jsonschema.Draft7Validator(schema).validate(skaffold)
+    assert skaffold["apiVersion"] == "skaffold/v4beta14"
+
+
+def _artifact_lists(skaffold: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    lists = [skaffold["build"]["artifacts"]]
+    lists += [p["build"]["artifacts"] for p in skaffold["profiles"] if "artifacts" in p.get("build", {})]
+    return lists
+
+
+def test_each_artifact_builds_an_existing_target(skaffold: dict[str, Any], stages: dict[str, Stage]) -> None:
+    for artifacts in _artifact_lists(skaffold):
+        assert sorted(a["image"] for a in artifacts) == sorted(f"lantern-{s}" for s in SERVICES)
+        for artifact in artifacts:
+            context = REPO_ROOT / artifact.get("context", ".")
+            assert (context / artifact["docker"]["dockerfile"]).is_file()
+            assert artifact["docker"]["target"] in stages
+            assert artifact["image"] == f"lantern-{artifact['docker']['target']}"
+
+
+def _releases(skaffold: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = [("top level", r) for r in skaffold["deploy"]["helm"]["releases"]]
+    for profile in skaffold["profiles"]:
+        for release in profile.get("deploy", {}).get("helm", {}).get("releases", []):
+            out.append((profile["name"], release))
+    return out
+
+
+def test_set_value_templates_set_every_image(skaffold: dict[str, Any], renders: dict[str, Render]) -> None:
+    components = renders["default"].values["components"]
+    for where, release in _releases(skaffold):
+        assert (REPO_ROOT / release["chartPath"]).resolve() == CHART
+        for values_file in release.get("valuesFiles", []):
+            assert (REPO_ROOT / values_file).is_file(), f"{where}: {values_file} is missing"
+        templates = release["setValueTemplates"]
+        for service in SERVICES:
+            # Skaffold exposes image lantern-orders as IMAGE_*_lantern_orders.
+            key = f"lantern_{service}"
+            prefix = f"components.{service}.image"
+            assert templates[f"{prefix}.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}", where
+            assert templates[f"{prefix}.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}", where
+            assert {"repository", "tag"} <= set(components[service]["image"])
+        assert release["setValues"]["imageRegistry"] == ""
+
+
+def test_profiles_kind_by_default_and_staging_pushes(skaffold: dict[str, Any]) -> None:
+    profiles = {p["name"]: p for p in skaffold["profiles"]}
+    assert skaffold["build"]["local"]["push"] is False
+    (top,) = skaffold["deploy"]["helm"]["releases"]
+    assert top["valuesFiles"] == ["charts/lantern/ci/kind-values.yaml"]
+    assert profiles["kind"]["activation"] == [{"kubeContext": "kind-lantern"}]
+    assert profiles["staging"]["build"]["local"]["push"] is True
+    (staging,) = profiles["staging"]["deploy"]["helm"]["releases"]
+    assert staging["valuesFiles"] == ["charts/lantern/ci/staging-values.yaml"]
+    kind_cluster = yaml.safe_load((REPO_ROOT / "k8s" / "kind-cluster.yaml").read_text())
+    assert f"kind-{kind_cluster['name']}" == "kind-lantern"
+
+
+def test_port_forwards_reach_gateway_and_jaeger_ui(skaffold: dict[str, Any], renders: dict[str, Render]) -> None:
+    forwards = {(f["resourceName"], f["port"], f["localPort"]) for f in skaffold["portForward"]}
+    assert forwards == {("gateway", 8080, 8080), ("jaeger", 16686, 16686)}
+    for name, port, _ in forwards:
+        assert port in [p["port"] for p in renders["default"].get("Service", name)["spec"]["ports"]]

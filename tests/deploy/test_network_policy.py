@@ -1,0 +1,168 @@
+"""The NetworkPolicies allow exactly Lantern's flows, no more and no fewer.
+
+The allowed flows are computed from the rendered policies the way Kubernetes
+reads them: a pod selected by any policy of a type is isolated for that type and
+then gets the union of those policies' rules. A flow between two pods of the
+release needs egress at the source and ingress at the destination. Peers that
+are not pods of the release are named by token: `ns:NAME`, `cidr:RANGE`, `dns`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from deploy_support import Render
+
+pytestmark = pytest.mark.deploy
+
+Flow = tuple[str, str, int | str, str]  # source, destination, port, protocol
+
+SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
+
+
+def _pods(render: Render) -> dict[str, dict[str, str]]:
+    """Component name -> pod labels, for every workload in the render."""
+    pods = {}
+    for obj in render.objects:
+        if obj["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            pods[labels["app.kubernetes.io/component"]] = labels
+    return pods
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"unsupported selector {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def _peers(peer_list: list[dict[str, Any]] | None, pods: dict[str, dict[str, str]]) -> set[str]:
+    if not peer_list:
+        return {"*"}
+    out: set[str] = set()
+    for peer in peer_list:
+        if "ipBlock" in peer:
+            assert "except" not in peer["ipBlock"]
+            out.add(f"cidr:{peer['ipBlock']['cidr']}")
+        elif "namespaceSelector" in peer:
+            labels = peer["namespaceSelector"]["matchLabels"]
+            namespace = labels["kubernetes.io/metadata.name"]
+            pod_labels = peer.get("podSelector", {}).get("matchLabels", {})
+            if namespace == "kube-system" and pod_labels == {"k8s-app": "kube-dns"}:
+                out.add("dns")
+            else:
+                assert not pod_labels, f"unexpected peer {peer}"
+                out.add(f"ns:{namespace}")
+        else:
+            out |= {name for name, labels in pods.items() if _selects(peer["podSelector"], labels)}
+    return out
+
+
+def _ports(port_list: list[dict[str, Any]] | None) -> set[tuple[int | str, str]]:
+    if not port_list:
+        return {("*", "*")}
+    return {(p["port"], p.get("protocol", "TCP")) for p in port_list}
+
+
+def allowed_flows(render: Render) -> set[Flow]:
+    pods = _pods(render)
+    egress: set[Flow] = set()
+    ingress: set[Flow] = set()
+    isolated_egress: set[str] = set()
+    isolated_ingress: set[str] = set()
+    for policy in render.of_kind("NetworkPolicy"):
+        spec = policy["spec"]
+        selected = [name for name, labels in pods.items() if _selects(spec["podSelector"], labels)]
+        types = spec["policyTypes"]
+        for pod in selected:
+            if "Egress" in types:
+                isolated_egress.add(pod)
+                for rule in spec.get("egress") or []:
+                    for peer in _peers(rule.get("to"), pods):
+                        egress |= {(pod, peer, port, proto) for port, proto in _ports(rule.get("ports"))}
+            if "Ingress" in types:
+                isolated_ingress.add(pod)
+                for rule in spec.get("ingress") or []:
+                    for peer in _peers(rule.get("from"), pods):
+                        ingress |= {(peer, pod, port, proto) for port, proto in _ports(rule.get("ports"))}
+    # Default deny must cover every pod in both directions, or the sets below mean nothing.
+    assert isolated_egress == set(pods) and isolated_ingress == set(pods)
+
+    internal_egress = {f for f in egress if f[1] in pods}
+    internal_ingress = {f for f in ingress if f[0] in pods}
+    # Both sides agree: no half-open grants that a later edit could silently complete.
+    assert internal_egress == internal_ingress, internal_egress ^ internal_ingress
+    return egress | ingress
+
+
+def expected_flows(render: Render) -> set[Flow]:
+    values = render.values
+    pods = _pods(render)
+    flows: set[Flow] = set()
+
+    def tcp(source: str, destination: str, *ports: int) -> None:
+        flows.update((source, destination, port, "TCP") for port in ports)
+
+    tcp("gateway", "orders", 8001)
+    tcp("payments", "bank", 8003)
+    for app in SERVICES:
+        tcp(app, "otel-collector", 4317, 4318)
+    tcp("otel-collector", "jaeger", 4317, 4318)
+    tcp("smoke-test", "gateway", 8080)
+    tcp("smoke-test", "jaeger", 16686)
+    for cidr in values["networkPolicy"]["kubeAPIServer"]["cidrs"]:
+        tcp("otel-collector", f"cidr:{cidr}", 443, 6443)
+
+    if values["rabbitmq"]["enabled"]:
+        for app in ("orders", "payments", "notifier"):
+            tcp(app, "rabbitmq", 5672)
+    else:
+        for rule in values["rabbitmq"]["external"]["egressTo"]:
+            for app in ("orders", "payments", "notifier"):
+                tcp(app, f"cidr:{rule['cidr']}", *rule["ports"])
+    if values["postgres"]["enabled"]:
+        tcp("orders", "postgres", 5432)
+    else:
+        for rule in values["postgres"]["external"]["egressTo"]:
+            tcp("orders", f"cidr:{rule['cidr']}", *rule["ports"])
+
+    if values["ingress"]["gatewayAPI"]["enabled"] or values["ingress"]["ingress"]["enabled"]:
+        tcp(f"ns:{values['networkPolicy']['ingressControllerNamespace']}", "gateway", 8080)
+    for cidr in values["networkPolicy"]["nodePortSources"]:
+        tcp(f"cidr:{cidr}", "gateway", 8080)
+        tcp(f"cidr:{cidr}", "jaeger", 16686)
+    if values["networkPolicy"]["metricsScraperNamespace"]:
+        tcp(f"ns:{values['networkPolicy']['metricsScraperNamespace']}", "otel-collector", 8889)
+    for app in SERVICES:
+        for rule in values["components"][app]["egressTo"]:
+            tcp(app, f"cidr:{rule['cidr']}", *rule["ports"])
+
+    for pod in pods:
+        flows.add((pod, "dns", 53, "UDP"))
+        flows.add((pod, "dns", 53, "TCP"))
+    return flows
+
+
+def test_policies_allow_exactly_the_lantern_flows(render: Render) -> None:
+    allowed = allowed_flows(render)
+    expected = expected_flows(render)
+    assert allowed == expected, (
+        f"{render.mode}: unexpected {sorted(map(str, allowed - expected))}, "
+        f"missing {sorted(map(str, expected - allowed))}"
+    )
+
+
+def test_notifier_webhook_egress_comes_from_values(helm) -> None:
+    import yaml
+    from deploy_support import merged_values, template_args
+
+    args = template_args(
+        "--set", "components.notifier.egressTo[0].cidr=203.0.113.0/24",
+        "--set", "components.notifier.egressTo[0].ports[0]=443",
+    )
+    objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
+    values = merged_values("default")
+    values["components"]["notifier"]["egressTo"] = [{"cidr": "203.0.113.0/24", "ports": [443]}]
+    render = Render("webhook", objects, values)
+    assert ("notifier", "cidr:203.0.113.0/24", 443, "TCP") in allowed_flows(render)
+    assert allowed_flows(render) == expected_flows(render)
