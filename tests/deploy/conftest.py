@@ -7,19 +7,33 @@ chart is rendered once per values file and shared by every test of the session.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from deploy_support import REPO_ROOT, VALUES_FILES, Render, merged_values, template_args, values_args
+
+from tests.deploy.deploy_support import (
+    REPO_ROOT,
+    VALUES_FILES,
+    Render,
+    merged_values,
+    template_args,
+    values_args,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @pytest.fixture(scope="session")
 def tool_bin() -> Path:
     out = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "k8s-tools.sh")],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     bin_dir = Path(out.stdout.strip().splitlines()[-1])
     assert (bin_dir / "helm").is_file(), f"k8s-tools.sh printed {bin_dir}, which has no helm"
@@ -30,7 +44,10 @@ def tool_bin() -> Path:
 def helm(tool_bin: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(tool_bin / "helm"), *args], capture_output=True, text=True, timeout=60,
+            [str(tool_bin / "helm"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")

@@ -9,7 +9,15 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import CHART, REPO_ROOT, VALUES_FILES, Render, template_args, values_args
+
+from tests.deploy.deploy_support import (
+    CHART,
+    REPO_ROOT,
+    VALUES_FILES,
+    Render,
+    template_args,
+    values_args,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -138,8 +146,12 @@ def test_gateway_api_route_reaches_the_gateway_service(renders: dict[str, Render
 
 def test_ingress_is_the_switchable_alternative(helm) -> None:
     args = template_args(
-        "--set", "ingress.gatewayAPI.enabled=false", "--set", "ingress.ingress.enabled=true",
-        "--set", "ingress.ingress.className=haproxy",
+        "--set",
+        "ingress.gatewayAPI.enabled=false",
+        "--set",
+        "ingress.ingress.enabled=true",
+        "--set",
+        "ingress.ingress.className=haproxy",
     )
     objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
     kinds = {o["kind"] for o in objects}
@@ -163,7 +175,8 @@ def test_every_pod_meets_restricted_pod_security(render: Render) -> None:
         security = pod["securityContext"]
         assert security["runAsNonRoot"] is True, name
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        assert isinstance(security["runAsUser"], int) and security["runAsUser"] > 0, name
+        assert isinstance(security["runAsUser"], int), name
+        assert security["runAsUser"] > 0, name
         tmp_volumes = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         for container in pod["containers"]:
             sc = container["securityContext"]
@@ -172,7 +185,8 @@ def test_every_pod_meets_restricted_pod_security(render: Render) -> None:
             assert sc["capabilities"] == {"drop": ["ALL"]}, name
             assert {"requests", "limits"} <= set(container["resources"]), name
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-            assert mounts.get("/tmp") in tmp_volumes, f"{name}: /tmp is not an emptyDir"
+            tmp = mounts.get("/tmp")  # noqa: S108 - checks the mount, writes nothing
+            assert tmp in tmp_volumes, f"{name}: /tmp is not an emptyDir"
 
 
 def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -221,7 +235,9 @@ def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) ->
     for render in renders.values():
         assert render.get("Deployment", "bank")["spec"]["replicas"] == 1
     staging = renders["staging"]
-    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in staging.of_kind("HorizontalPodAutoscaler")}
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"] for h in staging.of_kind("HorizontalPodAutoscaler")
+    }
     assert scaled == {"gateway", "orders", "payments", "notifier"}
     for name in scaled:
         assert "replicas" not in staging.get("Deployment", name)["spec"]
@@ -229,21 +245,34 @@ def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) ->
 
 
 def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
-    jobs = [j for j in render.of_kind("Job") if j["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    jobs = [
+        j
+        for j in render.of_kind("Job")
+        if j["metadata"]["annotations"].get("helm.sh/hook") == "test"
+    ]
     assert len(jobs) == 1
     (container,) = jobs[0]["spec"]["template"]["spec"]["containers"]
     assert container["command"] == [
-        "python", "-m", "lantern_runtime.smoke",
-        "--gateway", "http://gateway:8080", "--jaeger", "http://jaeger:16686",
+        "python",
+        "-m",
+        "lantern_runtime.smoke",
+        "--gateway",
+        "http://gateway:8080",
+        "--jaeger",
+        "http://jaeger:16686",
     ]
-    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]["image"]
+    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["image"]
     assert container["image"] == gateway_image
 
 
 def test_config_change_rolls_the_pods(helm) -> None:
     def checksum(*extra: str) -> str:
         objects = [o for o in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if o]
-        (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
+        (orders,) = [
+            o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"
+        ]
         return orders["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum() != checksum("--set", "shared.env.LOG_LEVEL=DEBUG")
@@ -255,7 +284,10 @@ def test_config_change_rolls_the_pods(helm) -> None:
         ("components.gateway.replica=3", "additional properties 'replica' not allowed"),
         ("components.gateway.replicas=three", "want integer"),
         ("jaeger.storage.type=cassandra", "jaeger/storage/type"),
-        ("postgres.external.existingSecrets=x", "additional properties 'existingSecrets' not allowed"),
+        (
+            "postgres.external.existingSecrets=x",
+            "additional properties 'existingSecrets' not allowed",
+        ),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, override: str, complaint: str) -> None:
@@ -271,8 +303,14 @@ def test_disabled_broker_without_a_url_fails_with_a_reason(helm) -> None:
 
 
 def test_orders_falls_back_to_sqlite_in_tmp(helm) -> None:
-    objects = [o for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout) if o]
-    (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
+    objects = [
+        o
+        for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout)
+        if o
+    ]
+    (orders,) = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"
+    ]
     env = _env(orders["spec"]["template"]["spec"]["containers"][0])
     assert env["DATABASE_URL"]["value"] == "sqlite+aiosqlite:////tmp/orders.db"
     assert not [o for o in objects if o["metadata"]["name"].startswith("postgres")]
@@ -284,7 +322,9 @@ def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None
     badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
     assert badger["directories"]["keys"].startswith("/badger/")
     assert staging.get("PersistentVolumeClaim", "jaeger-data")
-    default = yaml.safe_load(renders["default"].get("ConfigMap", "jaeger-config")["data"]["config.yaml"])
+    default = yaml.safe_load(
+        renders["default"].get("ConfigMap", "jaeger-config")["data"]["config.yaml"]
+    )
     assert "memory" in default["extensions"]["jaeger_storage"]["backends"]["traces"]
 
 
@@ -301,8 +341,11 @@ def test_collector_pipeline_uses_current_component_names() -> None:
     assert metrics["exporters"] == ["prometheus"]
     assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "${env:JAEGER_OTLP_GRPC_ENDPOINT}"
     # Deprecated aliases in collector-contrib 0.160.0; their new names are used above.
-    names = {key.split("/")[0] for section in ("receivers", "processors", "exporters", "connectors")
-             for key in config[section]}
+    names = {
+        key.split("/")[0]
+        for section in ("receivers", "processors", "exporters", "connectors")
+        for key in config[section]
+    }
     assert not names & {"otlphttp", "k8sattributes", "spanmetrics"}
     assert "otlp" not in config["exporters"]
 
@@ -312,17 +355,20 @@ def test_pinned_third_party_images(render: Render) -> None:
         for container in pod["containers"]:
             image: str = container["image"]
             tag = image.rsplit(":", 1)[-1] if "@" not in image else image.split("@")[1]
-            assert tag and tag != "latest", f"{name}: {image} is not pinned"
+            assert tag, f"{name}: {image} has no tag"
+            assert tag != "latest", f"{name}: {image} is not pinned"
 
 
 def test_kind_cluster_maps_host_ports_to_the_chart_node_ports(renders: dict[str, Render]) -> None:
     kind = yaml.safe_load(Path(REPO_ROOT / "k8s" / "kind-cluster.yaml").read_text())
-    mappings = {m["hostPort"]: m["containerPort"] for n in kind["nodes"] for m in n["extraPortMappings"]}
+    mappings = {
+        m["hostPort"]: m["containerPort"] for n in kind["nodes"] for m in n["extraPortMappings"]
+    }
     render = renders["kind"]
     gateway_port = render.get("Service", "gateway")["spec"]["ports"][0]
     assert render.get("Service", "gateway")["spec"]["type"] == "NodePort"
     assert mappings[8080] == gateway_port["nodePort"]
-    ui = [p for p in render.get("Service", "jaeger")["spec"]["ports"] if p["port"] == 16686][0]
+    ui = next(p for p in render.get("Service", "jaeger")["spec"]["ports"] if p["port"] == 16686)
     assert mappings[16686] == ui["nodePort"]
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploy_support import Render
+import yaml
+
+from tests.deploy.deploy_support import Render, merged_values, template_args
 
 pytestmark = pytest.mark.deploy
 
@@ -79,14 +81,19 @@ def allowed_flows(render: Render) -> set[Flow]:
                 isolated_egress.add(pod)
                 for rule in spec.get("egress") or []:
                     for peer in _peers(rule.get("to"), pods):
-                        egress |= {(pod, peer, port, proto) for port, proto in _ports(rule.get("ports"))}
+                        egress |= {
+                            (pod, peer, port, proto) for port, proto in _ports(rule.get("ports"))
+                        }
             if "Ingress" in types:
                 isolated_ingress.add(pod)
                 for rule in spec.get("ingress") or []:
                     for peer in _peers(rule.get("from"), pods):
-                        ingress |= {(peer, pod, port, proto) for port, proto in _ports(rule.get("ports"))}
+                        ingress |= {
+                            (peer, pod, port, proto) for port, proto in _ports(rule.get("ports"))
+                        }
     # Default deny must cover every pod in both directions, or the sets below mean nothing.
-    assert isolated_egress == set(pods) and isolated_ingress == set(pods)
+    assert isolated_egress == set(pods)
+    assert isolated_ingress == set(pods)
 
     internal_egress = {f for f in egress if f[1] in pods}
     internal_ingress = {f for f in ingress if f[0] in pods}
@@ -153,12 +160,11 @@ def test_policies_allow_exactly_the_lantern_flows(render: Render) -> None:
 
 
 def test_notifier_webhook_egress_comes_from_values(helm) -> None:
-    import yaml
-    from deploy_support import merged_values, template_args
-
     args = template_args(
-        "--set", "components.notifier.egressTo[0].cidr=203.0.113.0/24",
-        "--set", "components.notifier.egressTo[0].ports[0]=443",
+        "--set",
+        "components.notifier.egressTo[0].cidr=203.0.113.0/24",
+        "--set",
+        "components.notifier.egressTo[0].ports[0]=443",
     )
     objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
     values = merged_values("default")

@@ -4,17 +4,26 @@ declared external in values."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
-from deploy_support import Render
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.deploy.deploy_support import Render
 
 pytestmark = pytest.mark.deploy
 
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
-URL_VARIABLES = {"ORDERS_URL", "BANK_URL", "AMQP_URL", "DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+URL_VARIABLES = {
+    "ORDERS_URL",
+    "BANK_URL",
+    "AMQP_URL",
+    "DATABASE_URL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+}
 DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
 
 
@@ -69,13 +78,16 @@ def test_every_service_selects_a_workload_port(render: Render) -> None:
         selector = service["spec"]["selector"]
         assert selector, f"{service['metadata']['name']} has no selector"
         matched = [
-            template for _, template in pods
+            template
+            for _, template in pods
             if selector.items() <= template["metadata"]["labels"].items()
         ]
         assert matched, f"{render.mode}: Service {service['metadata']['name']} selects no pods"
         container_ports = {
             (p.get("name"), p["containerPort"])
-            for template in matched for c in template["spec"]["containers"] for p in c.get("ports", [])
+            for template in matched
+            for c in template["spec"]["containers"]
+            for p in c.get("ports", [])
         }
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
@@ -110,7 +122,12 @@ def test_every_url_names_a_service_and_its_port(render: Render) -> None:
             if flag in command:
                 parts = urlsplit(command[command.index(flag) + 1])
                 _service_port(render, parts.hostname or "", parts.port or 80, f"{where} {flag}")
-    expected = {"ORDERS_URL", "BANK_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "JAEGER_OTLP_GRPC_ENDPOINT"}
+    expected = {
+        "ORDERS_URL",
+        "BANK_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "JAEGER_OTLP_GRPC_ENDPOINT",
+    }
     if render.values["rabbitmq"]["enabled"]:
         expected.add("AMQP_URL")
     if render.values["postgres"]["enabled"]:
@@ -119,8 +136,12 @@ def test_every_url_names_a_service_and_its_port(render: Render) -> None:
 
 
 def test_amqp_and_database_urls_reach_the_apps_that_need_them(render: Render) -> None:
-    for name, needs in {"orders": {"AMQP_URL", "DATABASE_URL"}, "payments": {"AMQP_URL", "BANK_URL"},
-                        "notifier": {"AMQP_URL"}, "gateway": {"ORDERS_URL"}}.items():
+    for name, needs in {
+        "orders": {"AMQP_URL", "DATABASE_URL"},
+        "payments": {"AMQP_URL", "BANK_URL"},
+        "notifier": {"AMQP_URL"},
+        "gateway": {"ORDERS_URL"},
+    }.items():
         (container,) = render.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
         env = {e["name"] for e in container["env"]}
         env |= set(render.get("ConfigMap", f"{name}-config")["data"])
@@ -186,16 +207,22 @@ def test_every_reference_resolves(render: Render) -> None:
         for kind, name in _references(obj):
             if kind == "Secret" and name in external:
                 continue
+            source = f"{obj['kind']}/{obj['metadata']['name']}"
             assert (kind, name) in present, (
-                f"{render.mode}: {obj['kind']}/{obj['metadata']['name']} refers to missing {kind}/{name}"
+                f"{render.mode}: {source} refers to missing {kind}/{name}"
             )
 
 
-def test_staging_takes_broker_and_database_from_existing_secrets(renders: dict[str, Render]) -> None:
+def test_staging_takes_broker_and_database_from_existing_secrets(
+    renders: dict[str, Render],
+) -> None:
     staging = renders["staging"]
     (orders,) = staging.get("Deployment", "orders")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in orders["env"]}
     assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-amqp", "key": "url"}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-database", "key": "url"}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "lantern-database",
+        "key": "url",
+    }
     names = {(o["kind"], o["metadata"]["name"]) for o in staging.objects}
     assert not {("StatefulSet", "rabbitmq"), ("StatefulSet", "postgres")} & names
