@@ -1,0 +1,132 @@
+"""The whole platform as real processes, the way `make run` starts it, exporting spans over
+real OTLP/HTTP to a sink this test runs: orders end where they should, once, in one trace."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from devstack.stack import DEFAULT_PORTS, Stack
+from devstack.tracesink import traces_by_id
+from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
+from tests.conftest import fresh_vhost
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
+
+SMALL_ORDER = {"customer_id": "c-1", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
+LARGE_ORDER = {"customer_id": "c-2", "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with fresh_vhost() as amqp_url:
+        platform = Stack(
+            tmp_path_factory.mktemp("platform"),
+            ports={service: free_port() for service in DEFAULT_PORTS},
+            amqp_url=amqp_url,
+            sink_port=free_port(),
+            extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
+        )
+        platform.start()
+        try:
+            platform.wait_ready(timeout=60)
+            yield platform
+        finally:
+            platform.stop()
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url("gateway"), timeout=10) as client:
+        yield client
+
+
+def place(gateway: httpx.Client, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+    response = gateway.post("/api/orders", json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())})
+    assert response.status_code == 202, response.text
+    return response
+
+
+def final_status(gateway: httpx.Client, order_id: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(gateway.get(f"/api/orders/{order_id}").json()["status"])
+        if status != "pending" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def trace_id_of(response: httpx.Response) -> str:
+    version, trace_id, _span_id, _flags = response.headers["traceresponse"].split("-")
+    assert version == "00"
+    return trace_id
+
+
+def settled_trace_problems(spans_file: Path, trace_id: str, outcome: str) -> tuple[list[str], str]:
+    """The contract's verdict once the trace is whole, or its last verdict after a wait."""
+    chain = order_flow_chain(outcome)
+    deadline = time.monotonic() + 15
+    while True:
+        spans = traces_by_id(spans_file).get(trace_id, [])
+        problems = check_trace(spans, chain)
+        if not problems or time.monotonic() > deadline:
+            return problems, render_tree(spans)
+        time.sleep(0.2)
+
+
+def test_an_approved_order_is_confirmed_in_one_connected_trace(stack: Stack, gateway: httpx.Client) -> None:
+    response = place(gateway, SMALL_ORDER)
+    order_id = response.json()["order_id"]
+    assert final_status(gateway, order_id) == "confirmed"
+    problems, tree = settled_trace_problems(stack.spans_file, trace_id_of(response), "authorized")
+    assert problems == [], tree
+
+
+def test_an_order_over_the_bank_limit_is_cancelled_in_one_connected_trace(
+    stack: Stack, gateway: httpx.Client
+) -> None:
+    response = place(gateway, LARGE_ORDER)
+    order_id = response.json()["order_id"]
+    assert final_status(gateway, order_id) == "cancelled"
+    assert "exceeds the limit" in gateway.get(f"/api/orders/{order_id}").json()["status_reason"]
+    problems, tree = settled_trace_problems(stack.spans_file, trace_id_of(response), "declined")
+    assert problems == [], tree
+
+
+def test_a_duplicated_key_yields_one_order_one_authorization_and_one_notification(
+    stack: Stack, gateway: httpx.Client
+) -> None:
+    key = str(uuid.uuid4())
+    order_ids = {place(gateway, SMALL_ORDER, key).json()["order_id"] for _ in range(3)}
+    assert len(order_ids) == 1
+    [order_id] = order_ids
+    assert final_status(gateway, order_id) == "confirmed"
+    time.sleep(1.0)  # room for any duplicate to arrive, were one sent
+    bank = httpx.get(f"{stack.url('bank')}/authorizations", params={"order_id": order_id})
+    notes = httpx.get(f"{stack.url('notifier')}/notifications", params={"order_id": order_id})
+    assert [a["status"] for a in bank.json()] == ["approved"]
+    assert [n["kind"] for n in notes.json()] == ["order.confirmed"]
+
+
+def test_every_service_reports_ready_and_the_gateway_returns_the_trace_id(
+    stack: Stack, gateway: httpx.Client
+) -> None:
+    for service in DEFAULT_PORTS:
+        assert httpx.get(f"{stack.url(service)}/readyz").json() == {"status": "ready"}
+    response = place(gateway, SMALL_ORDER)
+    assert len(trace_id_of(response)) == 32

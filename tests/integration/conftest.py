@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.rabbitmq
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+# The global provider can be set once per process; tests read what they need from the exporter.
+trace.set_tracer_provider(_PROVIDER)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _EXPORTER.clear()
+    yield _EXPORTER
+
+
+async def drain(amqp_url: str, queue: str, *, expect: int, timeout: float = 10.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take `expect` messages off a queue (acking them), waiting up to `timeout` seconds."""
+    connection = await aio_pika.connect(amqp_url)
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    try:
+        channel = await connection.channel()
+        declared = await channel.get_queue(queue, ensure=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(taken) < expect and loop.time() < deadline:
+            message = await declared.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            taken.append(message)
+    finally:
+        await connection.close()
+    return taken
+
+
+async def queue_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+    finally:
+        await connection.close()
+
+
+def queues_in(amqp_url: str) -> dict[str, dict[str, Any]]:
+    vhost = amqp_url.rsplit("/", 1)[1]
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "type", "durable", "arguments",
+         "--formatter", "json"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    queues = json.loads(listed.stdout)
+    for queue in queues:
+        # rabbitmqctl lists arguments as [name, type, value] triples.
+        queue["arguments"] = {name: value for name, _, value in queue["arguments"]}
+    return {queue["name"]: queue for queue in queues}
