@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,27 @@ def test_collector_config_is_the_single_otel_file(renders: dict[str, Render]) ->
     )
 
 
+def test_packaged_chart_carries_the_collector_config(helm, tmp_path: Path) -> None:
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("lantern-*.tgz")
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("lantern/files/collector.yaml")
+        assert member.isfile(), "the symlink must be packaged as the file it points to"
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        packaged = extracted.read().decode()
+    assert packaged == (REPO_ROOT / "otel" / "collector.yaml").read_text()
+
+
+def test_envoy_gateway_class_matches_the_chart_default() -> None:
+    gateway_class = yaml.safe_load((REPO_ROOT / "k8s" / "envoy-gatewayclass.yaml").read_text())
+    assert gateway_class["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert gateway_class["kind"] == "GatewayClass"
+    assert gateway_class["spec"]["controllerName"] == "gateway.envoyproxy.io/gatewayclass-controller"
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert gateway_class["metadata"]["name"] == chart_values["ingress"]["gatewayAPI"]["gatewayClassName"]
+
+
 def test_every_object_is_valid_kubernetes(render: Render) -> None:
     for obj in render.objects:
         name = f"{render.mode}: {obj['kind']}/{obj['metadata']['name']}"
@@ -235,9 +257,7 @@ def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) ->
     for render in renders.values():
         assert render.get("Deployment", "bank")["spec"]["replicas"] == 1
     staging = renders["staging"]
-    scaled = {
-        h["spec"]["scaleTargetRef"]["name"] for h in staging.of_kind("HorizontalPodAutoscaler")
-    }
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in staging.of_kind("HorizontalPodAutoscaler")}
     assert scaled == {"gateway", "orders", "payments", "notifier"}
     for name in scaled:
         assert "replicas" not in staging.get("Deployment", name)["spec"]
@@ -245,11 +265,7 @@ def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) ->
 
 
 def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
-    jobs = [
-        j
-        for j in render.of_kind("Job")
-        if j["metadata"]["annotations"].get("helm.sh/hook") == "test"
-    ]
+    jobs = [j for j in render.of_kind("Job") if j["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     assert len(jobs) == 1
     (container,) = jobs[0]["spec"]["template"]["spec"]["containers"]
     assert container["command"] == [
@@ -261,18 +277,14 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
         "--jaeger",
         "http://jaeger:16686",
     ]
-    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][
-        0
-    ]["image"]
+    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert container["image"] == gateway_image
 
 
 def test_config_change_rolls_the_pods(helm) -> None:
     def checksum(*extra: str) -> str:
         objects = [o for o in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if o]
-        (orders,) = [
-            o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"
-        ]
+        (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
         return orders["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum() != checksum("--set", "shared.env.LOG_LEVEL=DEBUG")
@@ -304,13 +316,9 @@ def test_disabled_broker_without_a_url_fails_with_a_reason(helm) -> None:
 
 def test_orders_falls_back_to_sqlite_in_tmp(helm) -> None:
     objects = [
-        o
-        for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout)
-        if o
+        o for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout) if o
     ]
-    (orders,) = [
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"
-    ]
+    (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
     env = _env(orders["spec"]["template"]["spec"]["containers"][0])
     assert env["DATABASE_URL"]["value"] == "sqlite+aiosqlite:////tmp/orders.db"
     assert not [o for o in objects if o["metadata"]["name"].startswith("postgres")]
@@ -322,9 +330,7 @@ def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None
     badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
     assert badger["directories"]["keys"].startswith("/badger/")
     assert staging.get("PersistentVolumeClaim", "jaeger-data")
-    default = yaml.safe_load(
-        renders["default"].get("ConfigMap", "jaeger-config")["data"]["config.yaml"]
-    )
+    default = yaml.safe_load(renders["default"].get("ConfigMap", "jaeger-config")["data"]["config.yaml"])
     assert "memory" in default["extensions"]["jaeger_storage"]["backends"]["traces"]
 
 
@@ -361,9 +367,7 @@ def test_pinned_third_party_images(render: Render) -> None:
 
 def test_kind_cluster_maps_host_ports_to_the_chart_node_ports(renders: dict[str, Render]) -> None:
     kind = yaml.safe_load(Path(REPO_ROOT / "k8s" / "kind-cluster.yaml").read_text())
-    mappings = {
-        m["hostPort"]: m["containerPort"] for n in kind["nodes"] for m in n["extraPortMappings"]
-    }
+    mappings = {m["hostPort"]: m["containerPort"] for n in kind["nodes"] for m in n["extraPortMappings"]}
     render = renders["kind"]
     gateway_port = render.get("Service", "gateway")["spec"]["ports"][0]
     assert render.get("Service", "gateway")["spec"]["type"] == "NodePort"

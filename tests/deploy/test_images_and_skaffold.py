@@ -123,15 +123,11 @@ def test_skaffold_config_matches_the_published_schema(skaffold: dict[str, Any]) 
 
 def _artifact_lists(skaffold: dict[str, Any]) -> list[list[dict[str, Any]]]:
     lists = [skaffold["build"]["artifacts"]]
-    lists += [
-        p["build"]["artifacts"] for p in skaffold["profiles"] if "artifacts" in p.get("build", {})
-    ]
+    lists += [p["build"]["artifacts"] for p in skaffold["profiles"] if "artifacts" in p.get("build", {})]
     return lists
 
 
-def test_each_artifact_builds_an_existing_target(
-    skaffold: dict[str, Any], stages: dict[str, Stage]
-) -> None:
+def test_each_artifact_builds_an_existing_target(skaffold: dict[str, Any], stages: dict[str, Stage]) -> None:
     for artifacts in _artifact_lists(skaffold):
         assert sorted(a["image"] for a in artifacts) == sorted(f"lantern-{s}" for s in SERVICES)
         for artifact in artifacts:
@@ -149,9 +145,7 @@ def _releases(skaffold: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_set_value_templates_set_every_image(
-    skaffold: dict[str, Any], renders: dict[str, Render]
-) -> None:
+def test_set_value_templates_set_every_image(skaffold: dict[str, Any], renders: dict[str, Render]) -> None:
     components = renders["default"].values["components"]
     for where, release in _releases(skaffold):
         assert (REPO_ROOT / release["chartPath"]).resolve() == CHART
@@ -163,10 +157,9 @@ def test_set_value_templates_set_every_image(
             key = f"lantern_{service}"
             prefix = f"components.{service}.image"
             assert templates[f"{prefix}.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}", where
-            assert (
-                templates[f"{prefix}.tag"]
-                == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
-            ), where
+            assert templates[f"{prefix}.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}", (
+                where
+            )
             assert {"repository", "tag"} <= set(components[service]["image"])
         assert release["setValues"]["imageRegistry"] == ""
 

@@ -81,16 +81,12 @@ def allowed_flows(render: Render) -> set[Flow]:
                 isolated_egress.add(pod)
                 for rule in spec.get("egress") or []:
                     for peer in _peers(rule.get("to"), pods):
-                        egress |= {
-                            (pod, peer, port, proto) for port, proto in _ports(rule.get("ports"))
-                        }
+                        egress |= {(pod, peer, port, proto) for port, proto in _ports(rule.get("ports"))}
             if "Ingress" in types:
                 isolated_ingress.add(pod)
                 for rule in spec.get("ingress") or []:
                     for peer in _peers(rule.get("from"), pods):
-                        ingress |= {
-                            (peer, pod, port, proto) for port, proto in _ports(rule.get("ports"))
-                        }
+                        ingress |= {(peer, pod, port, proto) for port, proto in _ports(rule.get("ports"))}
     # Default deny must cover every pod in both directions, or the sets below mean nothing.
     assert isolated_egress == set(pods)
     assert isolated_ingress == set(pods)

@@ -78,9 +78,7 @@ def test_every_service_selects_a_workload_port(render: Render) -> None:
         selector = service["spec"]["selector"]
         assert selector, f"{service['metadata']['name']} has no selector"
         matched = [
-            template
-            for _, template in pods
-            if selector.items() <= template["metadata"]["labels"].items()
+            template for _, template in pods if selector.items() <= template["metadata"]["labels"].items()
         ]
         assert matched, f"{render.mode}: Service {service['metadata']['name']} selects no pods"
         container_ports = {
@@ -208,9 +206,7 @@ def test_every_reference_resolves(render: Render) -> None:
             if kind == "Secret" and name in external:
                 continue
             source = f"{obj['kind']}/{obj['metadata']['name']}"
-            assert (kind, name) in present, (
-                f"{render.mode}: {source} refers to missing {kind}/{name}"
-            )
+            assert (kind, name) in present, f"{render.mode}: {source} refers to missing {kind}/{name}"
 
 
 def test_staging_takes_broker_and_database_from_existing_secrets(
