@@ -38,9 +38,7 @@ class Ledger:
         self._approval_limit = approval_limit
         self._by_key: dict[str, AuthorizationRecord] = {}
 
-    def authorize(
-        self, key: str, order_id: str, amount: Decimal
-    ) -> tuple[AuthorizationRecord, bool]:
+    def authorize(self, key: str, order_id: str, amount: Decimal) -> tuple[AuthorizationRecord, bool]:
         """Returns (record, created); the same key and request always give the same record."""
         existing = self._by_key.get(key)
         if existing is not None:
@@ -57,9 +55,7 @@ class Ledger:
             order_id=order_id,
             amount=amount,
             status="approved" if approved else "declined",
-            reason=None
-            if approved
-            else f"amount {amount} exceeds the limit {self._approval_limit}",
+            reason=None if approved else f"amount {amount} exceeds the limit {self._approval_limit}",
             created_at=datetime.now(UTC),
         )
         self._by_key[key] = record

@@ -33,7 +33,10 @@ def run() -> int:
         return 1
     busy = [f"{name}:{port}" for name, port in stack.ports.items() if not port_free(port)]
     if busy:
-        print(f"ports already in use: {', '.join(busy)}; is `make run` running already?", file=sys.stderr)
+        print(
+            f"ports already in use: {', '.join(busy)}; is `make run` running already?",
+            file=sys.stderr,
+        )
         return 1
 
     jaeger = jaeger_binary()

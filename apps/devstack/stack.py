@@ -74,8 +74,15 @@ class Stack:
         if self.otlp_endpoint is None:
             self._spawn(
                 "tracesink",
-                [sys.executable, "-m", "devstack.tracesink", "--port", str(self.sink_port),
-                 "--file", str(self.spans_file)],
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.tracesink",
+                    "--port",
+                    str(self.sink_port),
+                    "--file",
+                    str(self.spans_file),
+                ],
                 dict(os.environ),
             )
         for service in SERVICES:

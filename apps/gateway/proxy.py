@@ -19,9 +19,7 @@ FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key", "x-req
 RELAYED_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
 
 
-def _pick(
-    headers: httpx.Headers | Iterable[tuple[str, str]], names: tuple[str, ...]
-) -> dict[str, str]:
+def _pick(headers: httpx.Headers | Iterable[tuple[str, str]], names: tuple[str, ...]) -> dict[str, str]:
     return {name: value for name, value in dict(headers).items() if name.lower() in names}
 
 
@@ -43,9 +41,7 @@ class Upstream:
             logger.warning("upstream timed out", extra={"upstream": self.name})
             return _unavailable(504, f"{self.name} did not answer in time")
         except httpx.TransportError as error:
-            logger.warning(
-                "upstream unreachable", extra={"upstream": self.name, "error": str(error)}
-            )
+            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": str(error)})
             return _unavailable(503, f"{self.name} is unreachable")
         return Response(
             content=upstream.content,

@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 class Readiness:
     """The named checks a service needs to pass, plus the drain flag set on SIGTERM."""
 
-    def __init__(
-        self, checks: Mapping[str, Callable[[], Awaitable[bool]]], *, timeout: float = 2.0
-    ) -> None:
+    def __init__(self, checks: Mapping[str, Callable[[], Awaitable[bool]]], *, timeout: float = 2.0) -> None:
         self._checks = dict(checks)
         self._timeout = timeout
         self.draining = False

@@ -5,9 +5,7 @@ from __future__ import annotations
 import httpx
 
 
-def service_client(
-    base_url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0
-) -> httpx.AsyncClient:
+def service_client(base_url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> httpx.AsyncClient:
     """A client for one upstream. Connections are reused; no call can wait forever.
 
     httpx is instrumented globally by setup_telemetry, so each request gets a client span

@@ -37,9 +37,7 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_service(
-    app: FastAPI, settings: ServiceSettings, readiness: Readiness, telemetry: Telemetry
-) -> None:
+def run_service(app: FastAPI, settings: ServiceSettings, readiness: Readiness, telemetry: Telemetry) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get `shutdown_timeout` seconds to finish.
 
     The app's lifespan stops consumers (waiting for in-flight messages) after the server
@@ -50,7 +48,7 @@ def run_service(
         host=settings.host,
         port=settings.port,
         log_config=None,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=round(settings.shutdown_timeout),
         lifespan="on",
     )
     try:

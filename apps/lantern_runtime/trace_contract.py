@@ -103,9 +103,7 @@ def order_flow_chain(outcome: str) -> tuple[Step, ...]:
         ),
         Step(f"orders consumes {paid}", "orders", CONSUMER, f"payments publishes {paid}", paid),
         Step(f"orders publishes {final}", "orders", PRODUCER, f"orders consumes {paid}", final),
-        Step(
-            f"notifier consumes {final}", "notifier", CONSUMER, f"orders publishes {final}", final
-        ),
+        Step(f"notifier consumes {final}", "notifier", CONSUMER, f"orders publishes {final}", final),
     )
 
 
@@ -134,9 +132,7 @@ def check_trace(spans: Iterable[Span], chain: tuple[Step, ...]) -> list[str]:
         )
     for span in spans:
         if span.parent_span_id and span.parent_span_id not in by_id:
-            problems.append(
-                f"orphan span {span.service}: {span.name!r} (parent {span.parent_span_id})"
-            )
+            problems.append(f"orphan span {span.service}: {span.name!r} (parent {span.parent_span_id})")
     missing = sorted(set(SERVICES) - {span.service for span in spans})
     if missing:
         problems.append(f"services missing from the trace: {missing}")
@@ -144,9 +140,7 @@ def check_trace(spans: Iterable[Span], chain: tuple[Step, ...]) -> list[str]:
         if span.kind in (PRODUCER, CONSUMER):
             absent = [key for key in MESSAGING_ATTRIBUTES if key not in span.attributes]
             if absent:
-                problems.append(
-                    f"{span.service}: {span.name!r} lacks messaging attributes {absent}"
-                )
+                problems.append(f"{span.service}: {span.name!r} lacks messaging attributes {absent}")
             elif span.attributes["messaging.system"] != "rabbitmq":
                 problems.append(f"{span.service}: {span.name!r} has messaging.system != rabbitmq")
     problems.extend(_check_chain(spans, by_id, chain))
@@ -173,9 +167,7 @@ def _check_chain(spans: list[Span], by_id: dict[str, Span], chain: tuple[Step, .
         }
         if not found:
             where = f" inside {step.within!r}" if step.within else ""
-            return [
-                f"the chain breaks at {step.label!r}: no {step.service} {step.kind} span{where}"
-            ]
+            return [f"the chain breaks at {step.label!r}: no {step.service} {step.kind} span{where}"]
         matched[step.label] = found
     return []
 

@@ -99,7 +99,8 @@ def spans_from_otlp_json(document: dict[str, Any]) -> list[Span]:
             for span in scope_spans.get("spans", []):
                 trace_id = _json_id(span["traceId"], 16)
                 span_id = _json_id(span["spanId"], 8)
-                assert trace_id and span_id, "OTLP spans always carry trace and span ids"
+                if not trace_id or not span_id:
+                    raise ValueError(f"span {span.get('name')!r} lacks a trace or span id")
                 spans.append(
                     Span(
                         trace_id=trace_id,
@@ -108,13 +109,10 @@ def spans_from_otlp_json(document: dict[str, Any]) -> list[Span]:
                         name=span.get("name", ""),
                         kind=_json_kind(span.get("kind", 1)),
                         service=service,
-                        attributes={
-                            kv["key"]: _json_value(kv["value"]) for kv in span.get("attributes", [])
-                        },
+                        attributes={kv["key"]: _json_value(kv["value"]) for kv in span.get("attributes", [])},
                         start_ns=int(span.get("startTimeUnixNano", 0)),
                         end_ns=int(span.get("endTimeUnixNano", 0)),
-                        error=span.get("status", {}).get("code")
-                        in (_STATUS_ERROR, "STATUS_CODE_ERROR"),
+                        error=span.get("status", {}).get("code") in (_STATUS_ERROR, "STATUS_CODE_ERROR"),
                     )
                 )
     return spans

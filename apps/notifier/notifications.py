@@ -31,17 +31,13 @@ class Outbox:
         self._webhook = webhook
         self._sent: dict[str, Notification] = {}
 
-    async def send(
-        self, *, message_id: str, order_id: str, customer_id: str, kind: str, text: str
-    ) -> bool:
+    async def send(self, *, message_id: str, order_id: str, customer_id: str, kind: str, text: str) -> bool:
         """Returns False when this message was sent before."""
         if message_id in self._sent:
             return False
         payload = {"order_id": order_id, "customer_id": customer_id, "kind": kind, "text": text}
         if self._webhook is not None:
-            response = await self._webhook.post(
-                "", json=payload, headers={"Idempotency-Key": message_id}
-            )
+            response = await self._webhook.post("", json=payload, headers={"Idempotency-Key": message_id})
             response.raise_for_status()
             delivered_to = str(self._webhook.base_url)
         else:

@@ -26,14 +26,10 @@ def payment_consumers(repository: OrderRepository, relay: OutboxRelay) -> dict[s
         except LookupError as error:
             raise PoisonMessage(str(error)) from error
         except InvalidTransition as error:
-            logger.warning(
-                "payment result ignored", extra={"order_id": order_id, "reason": str(error)}
-            )
+            logger.warning("payment result ignored", extra={"order_id": order_id, "reason": str(error)})
             return
         if order is None:
-            logger.info(
-                "duplicate payment result ignored", extra={"message_id": delivery.message_id}
-            )
+            logger.info("duplicate payment result ignored", extra={"message_id": delivery.message_id})
             return
         logger.info("order settled", extra={"order_id": order_id, "status": order.status.value})
         relay.wake()

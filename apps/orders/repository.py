@@ -64,9 +64,7 @@ def _record(row: Any) -> OrderRecord:
     )
 
 
-async def add_to_outbox(
-    conn: AsyncConnection, event: Event, *, message_id: str, correlation_id: str
-) -> None:
+async def add_to_outbox(conn: AsyncConnection, event: Event, *, message_id: str, correlation_id: str) -> None:
     trace_headers: dict[str, str] = {}
     propagate.inject(trace_headers)
     await conn.execute(
@@ -84,9 +82,7 @@ async def add_to_outbox(
 def _outcome_event(order: OrderRecord) -> Event:
     if order.status is OrderStatus.CONFIRMED:
         return OrderConfirmed(order_id=order.id, customer_id=order.customer_id, total=order.total)
-    return OrderCancelled(
-        order_id=order.id, customer_id=order.customer_id, reason=order.status_reason or ""
-    )
+    return OrderCancelled(order_id=order.id, customer_id=order.customer_id, reason=order.status_reason or "")
 
 
 class OrderRepository:
@@ -122,9 +118,7 @@ class OrderRepository:
                         updated_at=now,
                     )
                 )
-                event = OrderCreated(
-                    order_id=order_id, customer_id=command.customer_id, total=command.total
-                )
+                event = OrderCreated(order_id=order_id, customer_id=command.customer_id, total=command.total)
                 await add_to_outbox(
                     conn,
                     event,
@@ -144,9 +138,7 @@ class OrderRepository:
     async def _by_key(self, idempotency_key: str, fingerprint: str) -> OrderRecord | None:
         async with self._engine.connect() as conn:
             row = (
-                await conn.execute(
-                    select(orders).where(orders.c.idempotency_key == idempotency_key)
-                )
+                await conn.execute(select(orders).where(orders.c.idempotency_key == idempotency_key))
             ).first()
         if row is None:
             return None

@@ -37,8 +37,6 @@ def order_consumers(bank: BankClient, publisher: EventPublisher) -> dict[str, Co
             message_id=f"{event.order_id}:{result.event_type}",
             correlation_id=event.order_id,
         )
-        logger.info(
-            "payment settled", extra={"order_id": event.order_id, "result": result.event_type}
-        )
+        logger.info("payment settled", extra={"order_id": event.order_id, "result": result.event_type})
 
     return {OrderCreated.event_type: Consumer(OrderCreated, on_order_created)}

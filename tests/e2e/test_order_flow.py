@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 
-SMALL_ORDER = {"customer_id": "c-1", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
-LARGE_ORDER = {"customer_id": "c-2", "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}]}
+SMALL_ORDER = {
+    "customer_id": "c-1",
+    "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}],
+}
+LARGE_ORDER = {
+    "customer_id": "c-2",
+    "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}],
+}
 
 
 def free_port() -> int:

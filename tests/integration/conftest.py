@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aio_pika
 import pytest
@@ -11,9 +11,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -25,12 +22,14 @@ trace.set_tracer_provider(_PROVIDER)
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
+def spans() -> InMemorySpanExporter:
     _EXPORTER.clear()
-    yield _EXPORTER
+    return _EXPORTER
 
 
-async def drain(amqp_url: str, queue: str, *, expect: int, timeout: float = 10.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def drain(
+    amqp_url: str, queue: str, *, expect: int, timeout: float = 10.0
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take `expect` messages off a queue (acking them), waiting up to `timeout` seconds."""
     connection = await aio_pika.connect(amqp_url)
     taken: list[aio_pika.abc.AbstractIncomingMessage] = []
@@ -64,9 +63,23 @@ async def queue_depth(amqp_url: str, queue: str) -> int:
 def queues_in(amqp_url: str) -> dict[str, dict[str, Any]]:
     vhost = amqp_url.rsplit("/", 1)[1]
     listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "type", "durable", "arguments",
-         "--formatter", "json"],
-        check=True, capture_output=True, text=True, timeout=60,
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "type",
+            "durable",
+            "arguments",
+            "--formatter",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     queues = json.loads(listed.stdout)
     for queue in queues:

@@ -77,7 +77,11 @@ async def test_an_accepted_order_publishes_exactly_one_order_created(
     assert message.type == "order.created"
     assert message.delivery_mode == 2  # persistent
     assert message.content_type == "application/json"
-    assert json.loads(message.body) == {"order_id": order_id, "customer_id": "c-1", "total": "40.10"}
+    assert json.loads(message.body) == {
+        "order_id": order_id,
+        "customer_id": "c-1",
+        "total": "40.10",
+    }
 
 
 async def test_an_unknown_order_is_404_with_a_json_body(client: httpx.AsyncClient) -> None:
@@ -110,8 +114,14 @@ async def test_the_same_key_with_a_different_body_is_409_naming_the_key(
     [
         (b'{"customer_id": "c-1", "items": [', "body"),
         (json.dumps({"items": ORDER["items"]}).encode(), "customer_id"),
-        (json.dumps({**ORDER, "items": [{"sku": "a", "quantity": 0, "unit_price": "1"}]}).encode(), "quantity"),
-        (json.dumps({**ORDER, "items": [{"sku": "a", "quantity": 1, "unit_price": "0"}]}).encode(), "unit_price"),
+        (
+            json.dumps({**ORDER, "items": [{"sku": "a", "quantity": 0, "unit_price": "1"}]}).encode(),
+            "quantity",
+        ),
+        (
+            json.dumps({**ORDER, "items": [{"sku": "a", "quantity": 1, "unit_price": "0"}]}).encode(),
+            "unit_price",
+        ),
         (json.dumps([ORDER]).encode(), "body"),
     ],
     ids=["malformed-json", "missing-customer", "quantity-0", "price-0", "not-an-object"],
@@ -132,7 +142,9 @@ async def test_bad_input_is_422_naming_the_field_and_nothing_is_stored_or_publis
     assert await queue_depth(amqp_url, PAYMENTS_QUEUE.name) == 1
 
 
-async def test_a_missing_idempotency_key_is_422_naming_the_header(client: httpx.AsyncClient) -> None:
+async def test_a_missing_idempotency_key_is_422_naming_the_header(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/api/orders", json=ORDER)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]

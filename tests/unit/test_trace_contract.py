@@ -34,8 +34,13 @@ def make_trace(outcome: str = "authorized") -> list[Span]:
                 "messaging.rabbitmq.destination.routing_key": step.event,
             }
         spans[step.label] = Span(
-            TRACE, next(_ids), parent, f"{step.kind} {step.event or ''}".strip(),
-            step.kind, step.service, attributes,
+            TRACE,
+            next(_ids),
+            parent,
+            f"{step.kind} {step.event or ''}".strip(),
+            step.kind,
+            step.service,
+            attributes,
         )
     return list(spans.values())
 

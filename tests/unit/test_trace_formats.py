@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -13,16 +15,20 @@ from opentelemetry.trace import SpanKind, StatusCode
 from lantern_runtime.trace_formats import spans_from_otlp_json, spans_from_otlp_proto
 
 
-def recorded_spans():  # type: ignore[no-untyped-def]
+def recorded_spans() -> Sequence[ReadableSpan]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "orders"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("POST /api/orders", kind=SpanKind.SERVER):
-        with tracer.start_as_current_span(
-            "publish order.created", kind=SpanKind.PRODUCER, attributes={"messaging.system": "rabbitmq"}
-        ) as span:
-            span.set_status(StatusCode.ERROR)
+    with (
+        tracer.start_as_current_span("POST /api/orders", kind=SpanKind.SERVER),
+        tracer.start_as_current_span(
+            "publish order.created",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "rabbitmq"},
+        ) as span,
+    ):
+        span.set_status(StatusCode.ERROR)
     return exporter.get_finished_spans()
 
 

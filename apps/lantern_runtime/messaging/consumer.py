@@ -122,9 +122,7 @@ class _FailurePolicy:
         self._spec = spec
         self._settings = settings
 
-    async def retry_or_dead_letter(
-        self, message: RabbitMessage, error: Exception, attempt: int
-    ) -> None:
+    async def retry_or_dead_letter(self, message: RabbitMessage, error: Exception, attempt: int) -> None:
         reason = f"{type(error).__name__}: {error}"
         if attempt >= self._settings.max_delivery_attempts:
             await self.dead_letter(message, reason=reason, attempts=attempt)

@@ -55,7 +55,7 @@ class EventPublisher:
     ) -> None:
         """Publish and wait for the broker's confirm; raise PublishFailed otherwise."""
         try:
-            confirmed = await self._broker.publish(
+            await self._broker.publish(
                 body,
                 exchange=EVENTS_EXCHANGE,
                 routing_key=event_type,
@@ -69,6 +69,5 @@ class EventPublisher:
                 timeout=self._timeout,
             )
         except Exception as error:
+            # aio-pika raises on a nack, a return (unroutable) or a confirm timeout.
             raise PublishFailed(f"{event_type} {message_id} was not published: {error}") from error
-        if confirmed is False:
-            raise PublishFailed(f"{event_type} {message_id} was not confirmed by the broker")

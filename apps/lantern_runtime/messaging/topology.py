@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 EVENTS_EXCHANGE = RabbitExchange("lantern.events", type=ExchangeType.TOPIC, durable=True)
-DEAD_LETTER_EXCHANGE = RabbitExchange(
-    "lantern.dead-letters", type=ExchangeType.DIRECT, durable=True
-)
+DEAD_LETTER_EXCHANGE = RabbitExchange("lantern.dead-letters", type=ExchangeType.DIRECT, durable=True)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ def _process_attributes(msg: StreamMessage[Any]) -> dict[str, Any]:
 
 
 class TracingMiddleware(BaseMiddleware):
-    async def publish_scope(self, call_next: AsyncFuncAny, cmd: RabbitPublishCommand) -> Any:
+    async def publish_scope(  # type: ignore[override]  # a Rabbit broker only publishes Rabbit commands
+        self, call_next: AsyncFuncAny, cmd: RabbitPublishCommand
+    ) -> Any:
         with _tracer.start_as_current_span(
             f"publish {cmd.message_options.get('message_type') or cmd.destination}",
             kind=SpanKind.PRODUCER,

@@ -10,8 +10,7 @@ from opentelemetry import trace
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged too.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "color_message"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "color_message"}
 )
 
 

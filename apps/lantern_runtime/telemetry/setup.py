@@ -85,10 +85,7 @@ def _uses_grpc(signal: str) -> bool:
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; "
             "use 'http/protobuf' (the default) or 'grpc'"
         )
-    if (
-        protocol == "grpc"
-        and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None
-    ):
+    if protocol == "grpc" and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
         raise RuntimeError(
             "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: pip install 'lantern[grpc]'"
         )
@@ -130,25 +127,19 @@ def setup_telemetry(
     metric_readers = []
     logger_provider = None
     if _export_configured("TRACES"):
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(_exporter("TRACES", "trace_exporter"))
-        )
+        tracer_provider.add_span_processor(BatchSpanProcessor(_exporter("TRACES", "trace_exporter")))
     if _export_configured("METRICS"):
-        metric_readers.append(
-            PeriodicExportingMetricReader(_exporter("METRICS", "metric_exporter"))
-        )
+        metric_readers.append(PeriodicExportingMetricReader(_exporter("METRICS", "metric_exporter")))
     if _export_configured("LOGS"):
         logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(_exporter("LOGS", "_log_exporter"))
-        )
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(_exporter("LOGS", "_log_exporter")))
         logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
 
     meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     # The W3C `traceresponse` header lets a client look up the trace of its own request.
-    set_global_response_propagator(TraceResponsePropagator())
+    set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
     HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
 
     telemetry.tracer_provider = tracer_provider
