@@ -116,3 +116,37 @@ def spans_from_otlp_json(document: dict[str, Any]) -> list[Span]:
                     )
                 )
     return spans
+
+
+def spans_from_jaeger_json(document: dict[str, Any]) -> list[Span]:
+    """Spans from Jaeger's query API (`GET /api/traces/{id}`, the format its UI reads)."""
+    spans = []
+    for trace in document.get("data", []):
+        processes = trace.get("processes", {})
+        for span in trace.get("spans", []):
+            tags = {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+            # A span may also reference spans of other traces; its parent is in its own.
+            parent = next(
+                (
+                    ref["spanID"]
+                    for ref in span.get("references", [])
+                    if ref.get("refType") == "CHILD_OF" and ref.get("traceID") == span["traceID"]
+                ),
+                None,
+            )
+            start_us = int(span.get("startTime", 0))
+            spans.append(
+                Span(
+                    trace_id=str(span["traceID"]).rjust(32, "0"),
+                    span_id=str(span["spanID"]).rjust(16, "0"),
+                    parent_span_id=str(parent).rjust(16, "0") if parent else None,
+                    name=span.get("operationName", ""),
+                    kind=str(tags.pop("span.kind", INTERNAL)),
+                    service=processes.get(span.get("processID"), {}).get("serviceName", "unknown"),
+                    attributes=tags,
+                    start_ns=start_us * 1000,
+                    end_ns=(start_us + int(span.get("duration", 0))) * 1000,
+                    error=tags.get("error") is True or tags.get("otel.status_code") == "ERROR",
+                )
+            )
+    return spans

@@ -12,7 +12,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from lantern_runtime.trace_formats import spans_from_otlp_json, spans_from_otlp_proto
+from lantern_runtime.trace_formats import (
+    spans_from_jaeger_json,
+    spans_from_otlp_json,
+    spans_from_otlp_proto,
+)
 
 
 def recorded_spans() -> Sequence[ReadableSpan]:
@@ -52,3 +56,49 @@ def test_json_spans_with_base64_ids_match_the_protobuf_ones() -> None:
     assert sorted(from_json, key=lambda s: s.name) == sorted(
         spans_from_otlp_proto(request), key=lambda s: s.name
     )
+
+
+def test_jaeger_query_spans_take_service_kind_and_same_trace_parent() -> None:
+    trace_id = "0" * 31 + "1"
+    document = {
+        "data": [
+            {
+                "traceID": trace_id,
+                "processes": {"p1": {"serviceName": "gateway"}, "p2": {"serviceName": "orders"}},
+                "spans": [
+                    {
+                        "traceID": trace_id,
+                        "spanID": "0000000000000002",
+                        "operationName": "POST /api/orders",
+                        "references": [],
+                        "startTime": 1_000,
+                        "duration": 5,
+                        "tags": [{"key": "span.kind", "type": "string", "value": "server"}],
+                        "processID": "p1",
+                    },
+                    {
+                        "traceID": trace_id,
+                        "spanID": "0000000000000003",
+                        "operationName": "publish order.created",
+                        "references": [
+                            {"refType": "CHILD_OF", "traceID": "f" * 32, "spanID": "f" * 16},
+                            {"refType": "CHILD_OF", "traceID": trace_id, "spanID": "0000000000000002"},
+                        ],
+                        "startTime": 1_001,
+                        "duration": 2,
+                        "tags": [
+                            {"key": "span.kind", "type": "string", "value": "producer"},
+                            {"key": "error", "type": "bool", "value": True},
+                        ],
+                        "processID": "p2",
+                    },
+                ],
+            }
+        ]
+    }
+    server, producer = spans_from_jaeger_json(document)
+    assert (server.service, server.kind, server.parent_span_id) == ("gateway", "server", None)
+    assert (producer.service, producer.kind) == ("orders", "producer")
+    assert producer.parent_span_id == server.span_id
+    assert producer.error
+    assert producer.duration_ms == 0.002

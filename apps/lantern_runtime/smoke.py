@@ -1,0 +1,74 @@
+"""`python -m lantern_runtime.smoke`: send one order through the gateway and check, through
+Jaeger's query API, that its trace satisfies the trace contract. Used by `helm test`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+
+import httpx
+
+from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
+from lantern_runtime.trace_formats import spans_from_jaeger_json
+
+ORDER = {"customer_id": "smoke-test", "items": [{"sku": "smoke", "quantity": 1, "unit_price": "1.00"}]}
+
+
+def place_order(gateway: httpx.Client) -> tuple[str, str]:
+    """Returns (order_id, trace_id) of a freshly placed order."""
+    response = gateway.post("/api/orders", json=ORDER, headers={"Idempotency-Key": str(uuid.uuid4())})
+    if response.status_code != 202:
+        raise SystemExit(f"the gateway answered {response.status_code}: {response.text}")
+    trace_id = response.headers["traceresponse"].split("-")[1]
+    return response.json()["order_id"], trace_id
+
+
+def wait_for_status(gateway: httpx.Client, order_id: str, deadline: float) -> str:
+    status = "pending"
+    while status == "pending" and time.monotonic() < deadline:
+        status = gateway.get(f"/api/orders/{order_id}").json()["status"]
+        time.sleep(0.5)
+    return str(status)
+
+
+def check_in_jaeger(jaeger: httpx.Client, trace_id: str, deadline: float) -> tuple[list[str], str]:
+    problems, tree = ["the trace did not reach Jaeger"], ""
+    while problems and time.monotonic() < deadline:
+        response = jaeger.get(f"/api/traces/{trace_id}")
+        if response.status_code == 200:
+            spans = spans_from_jaeger_json(response.json())
+            problems, tree = check_trace(spans, order_flow_chain("authorized")), render_tree(spans)
+        time.sleep(1.0)
+    return problems, tree
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m lantern_runtime.smoke", description=__doc__)
+    parser.add_argument("--gateway", required=True, help="e.g. http://gateway:8080")
+    parser.add_argument("--jaeger", required=True, help="Jaeger query, e.g. http://jaeger:16686")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds for the whole check")
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.timeout
+    with (
+        httpx.Client(base_url=args.gateway, timeout=10) as gateway,
+        httpx.Client(base_url=args.jaeger, timeout=10) as jaeger,
+    ):
+        order_id, trace_id = place_order(gateway)
+        print(f"order {order_id}, trace {trace_id}", flush=True)
+        status = wait_for_status(gateway, order_id, deadline)
+        if status != "confirmed":
+            print(f"FAIL: the order ended {status!r}, not 'confirmed'")
+            return 1
+        problems, tree = check_in_jaeger(jaeger, trace_id, deadline)
+    print(tree)
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    if not problems:
+        print("OK: the order is confirmed and its trace satisfies the contract")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
