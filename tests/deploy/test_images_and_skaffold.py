@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import CHART, REPO_ROOT, Render
+from tests.deploy.deploy_support import CHART, REPO_ROOT, Render, template_args
 
 pytestmark = pytest.mark.deploy
 
@@ -184,3 +184,33 @@ def test_port_forwards_reach_gateway_and_jaeger_ui(
     assert forwards == {("gateway", 8080, 8080), ("jaeger", 16686, 16686)}
     for name, port, _ in forwards:
         assert port in [p["port"] for p in renders["default"].get("Service", name)["spec"]["ports"]]
+
+
+@pytest.mark.parametrize(
+    ("repository", "tag", "image"),
+    [
+        # Skaffold, image loaded into kind: no digest, so the template leaves "TAG@".
+        ("lantern-orders", "3f2a9c1@", "lantern-orders:3f2a9c1"),
+        # Skaffold, image pushed: tag and digest.
+        (
+            "registry.example.com/lantern/lantern-orders",
+            "3f2a9c1@sha256:" + "a" * 64,
+            "registry.example.com/lantern/lantern-orders:3f2a9c1@sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_skaffold_image_values_become_valid_references(helm, repository: str, tag: str, image: str) -> None:
+    args = template_args(
+        "--set",
+        f"components.orders.image.repository={repository}",
+        "--set",
+        f"components.orders.image.tag={tag}",
+    )
+    objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
+    (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
+    pod = orders["spec"]["template"]
+    assert pod["spec"]["containers"][0]["image"] == image
+    assert re.fullmatch(
+        r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?",
+        pod["metadata"]["labels"]["app.kubernetes.io/version"],
+    )
