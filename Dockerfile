@@ -19,9 +19,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt
 
 # Then the project itself, without touching the dependencies again. pip compiles
-# the .pyc files here: at run time the root filesystem is read-only.
+# the .pyc files here: at run time the root filesystem is read-only. pip and
+# setuptools leave the venv: nothing installs packages at run time.
 COPY apps/ apps/
-RUN pip install --no-deps .
+RUN pip install --no-deps . \
+    && python -m pip uninstall --yes pip setuptools
 
 # --- runtime: no compilers, no pip cache, non-root ----------------------------
 FROM python:3.11.14-slim-bookworm AS runtime

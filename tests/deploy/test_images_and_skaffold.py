@@ -94,7 +94,7 @@ def test_dependencies_install_in_their_own_layer(stages: dict[str, Stage]) -> No
     copy_pyproject = steps.index("COPY pyproject.toml ./")
     install_deps = next(i for i, s in enumerate(steps) if "tomllib" in s and "pip install -r" in s)
     copy_apps = next(i for i, s in enumerate(steps) if s.startswith("COPY apps/"))
-    install_project = steps.index("RUN pip install --no-deps .")
+    install_project = next(i for i, s in enumerate(steps) if s.startswith("RUN pip install --no-deps ."))
     assert copy_pyproject < install_deps < copy_apps < install_project
     assert "/opt/venv" in " ".join(steps)
 
