@@ -12,7 +12,7 @@ from orders.domain import PlaceOrder
 from orders.repository import IdempotencyConflict
 
 if TYPE_CHECKING:
-    from orders.outbox import OutboxRelay
+    from lantern_runtime.storage import OutboxRelay
     from orders.repository import OrderRepository
 
 IdempotencyKey = Annotated[

@@ -5,9 +5,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
 from lantern_runtime.messaging import (
@@ -19,13 +16,13 @@ from lantern_runtime.messaging import (
     subscribe,
 )
 from lantern_runtime.service import serve
+from lantern_runtime.storage import OutboxRelay, create_engine, database_ready
 from order_flow.topology import ORDER_FLOW, ORDERS_QUEUE
 from orders.api import orders_router
 from orders.consumers import payment_consumers
-from orders.outbox import OutboxRelay
 from orders.repository import OrderRepository
 from orders.settings import OrdersSettings
-from orders.tables import metadata
+from orders.tables import metadata, outbox
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -38,22 +35,18 @@ SERVICE_NAME = "orders"
 
 
 def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
-    engine = create_async_engine(settings.database_url, pool_pre_ping=True)
+    engine = create_engine(settings.database_url)
     broker = build_broker(settings, SERVICE_NAME)
     repository = OrderRepository(engine)
     relay = OutboxRelay(
         engine,
+        outbox,
         EventPublisher(broker, timeout=settings.publish_timeout),
         poll_seconds=settings.outbox_poll_seconds,
     )
     subscribe(broker, ORDERS_QUEUE, payment_consumers(repository, relay), settings)
 
-    async def database_up() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-
-    readiness = Readiness({"database": database_up, "broker": broker_ready(broker)})
+    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

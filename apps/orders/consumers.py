@@ -11,7 +11,7 @@ from orders.domain import InvalidTransition
 
 if TYPE_CHECKING:
     from lantern_runtime.messaging.consumer import Delivery
-    from orders.outbox import OutboxRelay
+    from lantern_runtime.storage import OutboxRelay
     from orders.repository import OrderRepository
 
 logger = logging.getLogger(__name__)

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import propagate
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from lantern_runtime.storage import add_to_outbox, first_delivery
 from order_flow.events import OrderCancelled, OrderConfirmed, OrderCreated
 from orders.domain import OrderStatus, settle
-from orders.tables import orders, outbox, processed_messages
+from orders.tables import inbox, orders, outbox
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from lantern_runtime.messaging.publisher import Event
     from orders.domain import PlaceOrder
@@ -64,21 +64,6 @@ def _record(row: Any) -> OrderRecord:
     )
 
 
-async def add_to_outbox(conn: AsyncConnection, event: Event, *, message_id: str, correlation_id: str) -> None:
-    trace_headers: dict[str, str] = {}
-    propagate.inject(trace_headers)
-    await conn.execute(
-        insert(outbox).values(
-            message_id=message_id,
-            event_type=event.event_type,
-            correlation_id=correlation_id,
-            body=event.model_dump_json(),
-            trace_headers=trace_headers,
-            created_at=datetime.now(UTC),
-        )
-    )
-
-
 def _outcome_event(order: OrderRecord) -> Event:
     if order.status is OrderStatus.CONFIRMED:
         return OrderConfirmed(order_id=order.id, customer_id=order.customer_id, total=order.total)
@@ -121,6 +106,7 @@ class OrderRepository:
                 event = OrderCreated(order_id=order_id, customer_id=command.customer_id, total=command.total)
                 await add_to_outbox(
                     conn,
+                    outbox,
                     event,
                     message_id=f"{order_id}:{event.event_type}",
                     correlation_id=order_id,
@@ -156,14 +142,7 @@ class OrderRepository:
         OrderCancelled in the same transaction. Returns None when the message was applied before.
         """
         async with self._engine.begin() as conn:
-            try:
-                async with conn.begin_nested():
-                    await conn.execute(
-                        insert(processed_messages).values(
-                            message_id=message_id, processed_at=datetime.now(UTC)
-                        )
-                    )
-            except IntegrityError:
+            if not await first_delivery(conn, inbox, message_id):
                 return None
             row = (
                 await conn.execute(select(orders).where(orders.c.id == order_id).with_for_update())
@@ -180,6 +159,6 @@ class OrderRepository:
             order = replace(_record(row), status=new_status, status_reason=reason, updated_at=now)
             event = _outcome_event(order)
             await add_to_outbox(
-                conn, event, message_id=f"{order_id}:{event.event_type}", correlation_id=order_id
+                conn, outbox, event, message_id=f"{order_id}:{event.event_type}", correlation_id=order_id
             )
         return order

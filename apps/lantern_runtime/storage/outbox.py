@@ -1,4 +1,5 @@
-"""The outbox relay: publishes committed events with broker confirms, then marks them sent.
+"""The transactional outbox: events are written in the transaction of the change they announce,
+and a relay publishes them with broker confirms, then marks them sent.
 
 A commit wakes the relay at once; a poll catches what a crash left behind. Rows are published
 in the trace context saved with them, so the trace connects even after a restart.
@@ -14,28 +15,61 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from sqlalchemy import select, update
-
-from orders.tables import outbox
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-    from lantern_runtime.messaging import EventPublisher
+    from lantern_runtime.messaging.publisher import Event, EventPublisher
 
 logger = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("message_id", String(200), nullable=False, unique=True),
+        Column("event_type", String(100), nullable=False),
+        Column("correlation_id", String(200)),
+        Column("body", Text, nullable=False),
+        # The trace context of the transaction that wrote the row, so the publish joins its trace.
+        Column("trace_headers", JSON, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("sent_at", DateTime(timezone=True), index=True),
+    )
+
+
+async def add_to_outbox(
+    conn: AsyncConnection, outbox: Table, event: Event, *, message_id: str, correlation_id: str
+) -> None:
+    trace_headers: dict[str, str] = {}
+    propagate.inject(trace_headers)
+    await conn.execute(
+        insert(outbox).values(
+            message_id=message_id,
+            event_type=event.event_type,
+            correlation_id=correlation_id,
+            body=event.model_dump_json(),
+            trace_headers=trace_headers,
+            created_at=datetime.now(UTC),
+        )
+    )
 
 
 class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
+        outbox: Table,
         publisher: EventPublisher,
         *,
         poll_seconds: float,
         batch_size: int = 100,
     ) -> None:
         self._engine = engine
+        self._outbox = outbox
         self._publisher = publisher
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
@@ -55,8 +89,10 @@ class OutboxRelay:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         # One last pass, so events committed during the drain still leave before exit.
-        with contextlib.suppress(Exception):
+        try:
             await self.publish_pending()
+        except Exception:
+            logger.warning("outbox rows left unsent at shutdown; the next start sends them")
 
     async def _run(self) -> None:
         while True:
@@ -66,11 +102,12 @@ class OutboxRelay:
             try:
                 while await self.publish_pending() == self._batch_size:
                     pass
-            except Exception:
-                logger.exception("outbox relay could not publish; will retry")
+            except Exception as error:
+                logger.warning("outbox relay could not publish; will retry", extra={"error": str(error)})
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent."""
+        outbox = self._outbox
         async with self._engine.begin() as conn:
             rows = (
                 await conn.execute(

@@ -1,0 +1,33 @@
+"""The inbox: ids of messages already applied, written in the same transaction as their effect,
+so a redelivered message is recognised and applied at most once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, insert
+from sqlalchemy.exc import IntegrityError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "processed_messages",
+        metadata,
+        Column("message_id", String(200), primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+async def first_delivery(conn: AsyncConnection, inbox: Table, message_id: str) -> bool:
+    """Record the message as applied; False if it was applied before. Call inside the effect's
+    transaction, so both commit or neither does."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(insert(inbox).values(message_id=message_id, processed_at=datetime.now(UTC)))
+    except IntegrityError:
+        return False
+    return True
