@@ -6,11 +6,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from gateway.api import public_router
-from gateway.proxy import Upstream
 from gateway.settings import GatewaySettings
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
-from lantern_runtime.http import service_client
+from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ SERVICE_NAME = "gateway"
 
 
 def create_app(settings: GatewaySettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
-    orders_client = service_client(settings.orders_url, timeout=settings.upstream_timeout)
+    orders = UpstreamClient("orders", settings.orders_url, settings.orders_upstream)
     readiness = Readiness({})
 
     @asynccontextmanager
@@ -32,13 +31,13 @@ def create_app(settings: GatewaySettings, telemetry: Telemetry) -> tuple[FastAPI
         try:
             yield
         finally:
-            await orders_client.aclose()
+            await orders.aclose()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
-        routers=[public_router(Upstream("orders", orders_client))],
+        routers=[public_router(orders)],
         lifespan=lifespan,
         description="Lantern's public API.",
     )

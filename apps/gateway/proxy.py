@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import httpx
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    import httpx
+
+    from lantern_runtime.resilience import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -23,32 +28,26 @@ def _pick(headers: httpx.Headers | Iterable[tuple[str, str]], names: tuple[str, 
     return {name: value for name, value in dict(headers).items() if name.lower() in names}
 
 
-class Upstream:
-    def __init__(self, name: str, client: httpx.AsyncClient) -> None:
-        self.name = name
-        self._client = client
-
-    async def forward(self, request: Request) -> Response:
-        try:
-            upstream = await self._client.request(
-                request.method,
-                request.url.path,
-                params=request.query_params,
-                content=await request.body(),
-                headers=_pick(request.headers, FORWARDED_REQUEST_HEADERS),
-            )
-        except httpx.TimeoutException:
-            logger.warning("upstream timed out", extra={"upstream": self.name})
-            return _unavailable(504, f"{self.name} did not answer in time")
-        except httpx.TransportError as error:
-            logger.warning("upstream unreachable", extra={"upstream": self.name, "error": str(error)})
-            return _unavailable(503, f"{self.name} is unreachable")
-        return Response(
-            content=upstream.content,
-            status_code=upstream.status_code,
-            headers=_pick(upstream.headers, RELAYED_RESPONSE_HEADERS),
+async def forward(upstream: UpstreamClient, request: Request) -> Response:
+    """Relay the request; answer 503 (504 on a timeout) with Retry-After when no answer comes."""
+    try:
+        answer = await upstream.request(
+            request.method,
+            request.url.path,
+            params=request.query_params,
+            content=await request.body(),
+            headers=_pick(request.headers, FORWARDED_REQUEST_HEADERS),
         )
-
-
-def _unavailable(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers={"Retry-After": "1"})
+    except UpstreamError as error:
+        status = 504 if isinstance(error, UpstreamTimeout) else 503
+        logger.warning("upstream failed", extra={"upstream": error.upstream, "reason": error.detail})
+        return JSONResponse(
+            {"detail": f"{error.upstream} is unavailable: {error.detail}"},
+            status_code=status,
+            headers={"Retry-After": str(max(1, round(error.retry_after)))},
+        )
+    return Response(
+        content=answer.content,
+        status_code=answer.status_code,
+        headers=_pick(answer.headers, RELAYED_RESPONSE_HEADERS),
+    )

@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Base for each service's Settings; subclasses add their own fields and default port."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # Nested settings, such as an upstream policy, read e.g. BANK_UPSTREAM__TIMEOUT=2.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_nested_delimiter="__")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
