@@ -54,8 +54,10 @@ class Stack:
             "AMQP_URL": self.amqp_url,
             "ORDERS_URL": self.url("orders"),
             "BANK_URL": self.url("bank"),
+            # One database per service, as in Kubernetes; e.g. ORDERS_DATABASE_URL points orders
+            # at PostgreSQL for a local run.
             "DATABASE_URL": os.environ.get(
-                "DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / 'orders.db'}"
+                f"{service.upper()}_DATABASE_URL", f"sqlite+aiosqlite:///{self.workdir / service}.db"
             ),
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint or f"http://127.0.0.1:{self.sink_port}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
