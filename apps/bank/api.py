@@ -24,6 +24,25 @@ class AuthorizationRequest(BaseModel):
     amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
 
 
+class VoidRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str = Field(min_length=1, max_length=200)
+
+
+async def inject_faults(settings: BankSettings) -> None:
+    """The configured latency, spikes and failures, before any state changes."""
+    spike = random.random() < settings.bank_spike_rate
+    latency_ms = settings.bank_spike_ms if spike else settings.bank_latency_ms
+    if latency_ms:
+        await asyncio.sleep(latency_ms / 1000)
+    if random.random() < settings.bank_failure_rate:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="injected failure (BANK_FAILURE_RATE); retry with the same key",
+        )
+
+
 def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
     router = APIRouter(tags=["authorizations"])
 
@@ -33,13 +52,7 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
         response: Response,
         idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)],
     ) -> dict[str, Any]:
-        if settings.bank_latency_ms:
-            await asyncio.sleep(settings.bank_latency_ms / 1000)
-        if random.random() < settings.bank_failure_rate:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="injected failure (BANK_FAILURE_RATE); retry with the same key",
-            )
+        await inject_faults(settings)
         try:
             record, created = ledger.authorize(idempotency_key, request.order_id, request.amount)
         except KeyReused as error:
@@ -47,6 +60,17 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
         if not created:
             response.status_code = status.HTTP_200_OK
         return record.as_json()
+
+    @router.post("/authorizations/void")
+    async def void(
+        request: VoidRequest,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)],
+    ) -> dict[str, Any]:
+        await inject_faults(settings)
+        try:
+            return ledger.void(idempotency_key, request.order_id).as_json()
+        except KeyReused as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
 
     @router.get("/authorizations")
     async def list_authorizations(

@@ -42,6 +42,8 @@ class Ledger:
         """Returns (record, created); the same key and request always give the same record."""
         existing = self._by_key.get(key)
         if existing is not None:
+            if existing.status == "voided" and existing.order_id == order_id:
+                return existing, False
             if (existing.order_id, existing.amount) != (order_id, amount):
                 raise KeyReused(
                     f"Idempotency-Key {key!r} was used for order {existing.order_id} "
@@ -60,6 +62,24 @@ class Ledger:
         )
         self._by_key[key] = record
         return record, True
+
+    def void(self, key: str, order_id: str) -> AuthorizationRecord:
+        """Release the authorization made with `key`. Voiding first leaves a voided record,
+        so an authorization that arrives late under the same key is never granted."""
+        existing = self._by_key.get(key)
+        if existing is not None and existing.order_id != order_id:
+            raise KeyReused(f"Idempotency-Key {key!r} belongs to order {existing.order_id}, not {order_id}")
+        record = AuthorizationRecord(
+            authorization_id=existing.authorization_id if existing else str(uuid.uuid4()),
+            idempotency_key=key,
+            order_id=order_id,
+            amount=existing.amount if existing else Decimal("0"),
+            status="voided",
+            reason="voided by the merchant",
+            created_at=existing.created_at if existing else datetime.now(UTC),
+        )
+        self._by_key[key] = record
+        return record
 
     def for_order(self, order_id: str | None) -> list[AuthorizationRecord]:
         return [r for r in self._by_key.values() if order_id is None or r.order_id == order_id]

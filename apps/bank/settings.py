@@ -11,3 +11,6 @@ class BankSettings(ServiceSettings):
     # Fault injection: added latency per request, and the fraction answered 503.
     bank_latency_ms: int = Field(default=0, ge=0)
     bank_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Latency spikes: this fraction of requests waits BANK_SPIKE_MS instead.
+    bank_spike_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    bank_spike_ms: int = Field(default=0, ge=0)

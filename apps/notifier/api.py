@@ -5,16 +5,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query
 
 if TYPE_CHECKING:
-    from notifier.notifications import Outbox
+    from notifier.notifications import NotificationSender
 
 
-def notifications_router(outbox: Outbox) -> APIRouter:
+def notifications_router(sender: NotificationSender) -> APIRouter:
     router = APIRouter(tags=["notifications"])
 
     @router.get("/notifications")
     async def list_notifications(
         order_id: Annotated[str | None, Query()] = None,
     ) -> list[dict[str, Any]]:
-        return [notification.as_json() for notification in outbox.for_order(order_id)]
+        return await sender.for_order(order_id)
 
     return router

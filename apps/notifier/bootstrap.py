@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
-from lantern_runtime.http import service_client
 from lantern_runtime.messaging import broker_ready, build_broker, start_broker, subscribe
+from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
+from lantern_runtime.storage import create_engine, database_ready
 from notifier.api import notifications_router
 from notifier.consumers import outcome_consumers
-from notifier.notifications import Outbox
+from notifier.notifications import NotificationSender, metadata
 from notifier.settings import NotifierSettings
 from order_flow.topology import NOTIFIER_QUEUE, ORDER_FLOW
 
@@ -27,18 +28,21 @@ SERVICE_NAME = "notifier"
 
 
 def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
+    engine = create_engine(settings.database_url)
     broker = build_broker(settings, SERVICE_NAME)
     webhook = (
-        service_client(settings.notifier_webhook_url, timeout=settings.webhook_timeout)
+        UpstreamClient("webhook", settings.notifier_webhook_url, settings.webhook_upstream)
         if settings.notifier_webhook_url
         else None
     )
-    outbox = Outbox(webhook)
-    subscribe(broker, NOTIFIER_QUEUE, outcome_consumers(outbox), settings)
-    readiness = Readiness({"broker": broker_ready(broker)})
+    sender = NotificationSender(engine, webhook)
+    subscribe(broker, NOTIFIER_QUEUE, outcome_consumers(sender), settings)
+    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
         await start_broker(broker, ORDER_FLOW, settings)
         try:
             yield
@@ -46,12 +50,13 @@ def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAP
             await broker.stop()
             if webhook is not None:
                 await webhook.aclose()
+            await engine.dispose()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
-        routers=[notifications_router(outbox)],
+        routers=[notifications_router(sender)],
         lifespan=lifespan,
         description="Notifies customers of their orders' outcomes.",
     )

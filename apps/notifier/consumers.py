@@ -10,14 +10,14 @@ from order_flow.events import OrderCancelled, OrderConfirmed
 
 if TYPE_CHECKING:
     from lantern_runtime.messaging.consumer import Delivery
-    from notifier.notifications import Outbox
+    from notifier.notifications import NotificationSender
 
 logger = logging.getLogger(__name__)
 
 
-def outcome_consumers(outbox: Outbox) -> dict[str, Consumer]:
+def outcome_consumers(sender: NotificationSender) -> dict[str, Consumer]:
     async def on_confirmed(event: OrderConfirmed, delivery: Delivery) -> None:
-        sent = await outbox.send(
+        sent = await sender.send(
             message_id=delivery.message_id,
             order_id=event.order_id,
             customer_id=event.customer_id,
@@ -27,7 +27,7 @@ def outcome_consumers(outbox: Outbox) -> dict[str, Consumer]:
         logger.info("notification", extra={"order_id": event.order_id, "sent": sent})
 
     async def on_cancelled(event: OrderCancelled, delivery: Delivery) -> None:
-        sent = await outbox.send(
+        sent = await sender.send(
             message_id=delivery.message_id,
             order_id=event.order_id,
             customer_id=event.customer_id,

@@ -1,51 +1,96 @@
-"""Notifications sent, one per order outcome message, however often it is delivered."""
+"""Notifications sent, one per order outcome message however often it is delivered: the
+notification row, keyed by the message id, is the record that it was sent."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from lantern_runtime.resilience import UpstreamError
+
 if TYPE_CHECKING:
-    import httpx
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from lantern_runtime.resilience import UpstreamClient
+
+metadata = MetaData()
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("message_id", String(200), primary_key=True),
+    Column("order_id", String(36), nullable=False, index=True),
+    Column("customer_id", String(200), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("delivered_to", Text, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
 
 
-@dataclass(frozen=True)
-class Notification:
-    message_id: str
-    order_id: str
-    customer_id: str
-    kind: str
-    text: str
-    delivered_to: str
-    sent_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "sent_at": self.sent_at.isoformat()}
+class WebhookFailed(Exception):
+    """The webhook did not take the notification; the message will be retried."""
 
 
-class Outbox:
-    """Sends notifications: POSTs to the webhook when one is set, and records each one sent."""
+class NotificationSender:
+    """POSTs each notification to the webhook when one is set, and records it."""
 
-    def __init__(self, webhook: httpx.AsyncClient | None) -> None:
+    def __init__(self, engine: AsyncEngine, webhook: UpstreamClient | None) -> None:
+        self._engine = engine
         self._webhook = webhook
-        self._sent: dict[str, Notification] = {}
 
     async def send(self, *, message_id: str, order_id: str, customer_id: str, kind: str, text: str) -> bool:
         """Returns False when this message was sent before."""
-        if message_id in self._sent:
+        async with self._engine.connect() as conn:
+            seen = (
+                await conn.execute(
+                    select(notifications.c.message_id).where(notifications.c.message_id == message_id)
+                )
+            ).first()
+        if seen:
             return False
-        payload = {"order_id": order_id, "customer_id": customer_id, "kind": kind, "text": text}
+        delivered_to = "record"
         if self._webhook is not None:
-            response = await self._webhook.post("", json=payload, headers={"Idempotency-Key": message_id})
-            response.raise_for_status()
-            delivered_to = str(self._webhook.base_url)
-        else:
-            delivered_to = "record"
-        self._sent[message_id] = Notification(
-            message_id, order_id, customer_id, kind, text, delivered_to, datetime.now(UTC)
-        )
+            await self._post(
+                message_id, {"order_id": order_id, "customer_id": customer_id, "kind": kind, "text": text}
+            )
+            delivered_to = self._webhook.name
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(notifications).values(
+                        message_id=message_id,
+                        order_id=order_id,
+                        customer_id=customer_id,
+                        kind=kind,
+                        text=text,
+                        delivered_to=delivered_to,
+                        sent_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            return False
         return True
 
-    def for_order(self, order_id: str | None) -> list[Notification]:
-        return [n for n in self._sent.values() if order_id is None or n.order_id == order_id]
+    async def _post(self, message_id: str, payload: dict[str, str]) -> None:
+        assert self._webhook is not None
+        try:
+            # The message id as idempotency key lets the receiver drop a resend.
+            response = await self._webhook.request(
+                "POST", "", json=payload, headers={"Idempotency-Key": message_id}
+            )
+        except UpstreamError as error:
+            raise WebhookFailed(str(error)) from error
+        if response.status_code >= 400:
+            raise WebhookFailed(f"webhook answered {response.status_code}")
+
+    async def for_order(self, order_id: str | None) -> list[dict[str, Any]]:
+        query = select(notifications).order_by(notifications.c.sent_at)
+        if order_id is not None:
+            query = query.where(notifications.c.order_id == order_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [{**row._asdict(), "sent_at": row.sent_at.isoformat()} for row in rows]

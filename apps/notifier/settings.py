@@ -1,10 +1,11 @@
-from pydantic import Field
-
 from lantern_runtime import BrokerSettings
+from lantern_runtime.resilience import UpstreamPolicy
 
 
 class NotifierSettings(BrokerSettings):
     port: int = 8004
+    # SQLite file by default; e.g. postgresql+asyncpg://user:pass@host:5432/notifier in production.
+    database_url: str = "sqlite+aiosqlite:///notifier.db"
     # Where notifications are POSTed; without it they are only recorded.
     notifier_webhook_url: str | None = None
-    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_upstream: UpstreamPolicy = UpstreamPolicy(timeout=5.0)

@@ -2,7 +2,8 @@
 
 from lantern_runtime.messaging import QueueSpec, Topology
 
-PAYMENTS_QUEUE = QueueSpec("payments.order-created", ("order.created",))
+# payments also hears of cancelled orders, to void what it may have authorized.
+PAYMENTS_QUEUE = QueueSpec("payments.order-events", ("order.created", "order.cancelled"))
 ORDERS_QUEUE = QueueSpec("orders.payment-results", ("payment.authorized", "payment.declined"))
 NOTIFIER_QUEUE = QueueSpec("notifier.order-outcomes", ("order.confirmed", "order.cancelled"))
 

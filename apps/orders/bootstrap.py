@@ -20,6 +20,7 @@ from lantern_runtime.storage import OutboxRelay, create_engine, database_ready
 from order_flow.topology import ORDER_FLOW, ORDERS_QUEUE
 from orders.api import orders_router
 from orders.consumers import payment_consumers
+from orders.deadline import PaymentDeadline
 from orders.repository import OrderRepository
 from orders.settings import OrdersSettings
 from orders.tables import metadata, outbox
@@ -44,6 +45,7 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
         EventPublisher(broker, timeout=settings.publish_timeout),
         poll_seconds=settings.outbox_poll_seconds,
     )
+    deadline = PaymentDeadline(repository, relay, seconds=settings.payment_deadline_seconds)
     subscribe(broker, ORDERS_QUEUE, payment_consumers(repository, relay), settings)
 
     readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
@@ -54,9 +56,11 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
             await conn.run_sync(metadata.create_all)
         await start_broker(broker, ORDER_FLOW, settings)
         relay.start()
+        deadline.start()
         try:
             yield
         finally:
+            await deadline.stop()
             await stop_consuming(broker)
             await relay.stop()
             await broker.stop()

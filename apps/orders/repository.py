@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -162,3 +162,37 @@ class OrderRepository:
                 conn, outbox, event, message_id=f"{order_id}:{event.event_type}", correlation_id=order_id
             )
         return order
+
+    async def cancel_overdue(self, deadline: timedelta, *, limit: int = 100) -> list[OrderRecord]:
+        """Cancel orders whose payment has not settled within the deadline, so none stays pending."""
+        now = datetime.now(UTC)
+        reason = f"payment not settled within {deadline.total_seconds():g}s"
+        cancelled = []
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(orders)
+                    .where(orders.c.status == OrderStatus.PENDING.value, orders.c.created_at < now - deadline)
+                    .order_by(orders.c.created_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                order = replace(
+                    _record(row),
+                    status=settle(OrderStatus(row.status), paid=False),
+                    status_reason=reason,
+                    updated_at=now,
+                )
+                await conn.execute(
+                    update(orders)
+                    .where(orders.c.id == order.id)
+                    .values(status=order.status.value, status_reason=reason, updated_at=now)
+                )
+                event = _outcome_event(order)
+                await add_to_outbox(
+                    conn, outbox, event, message_id=f"{order.id}:{event.event_type}", correlation_id=order.id
+                )
+                cancelled.append(order)
+        return cancelled

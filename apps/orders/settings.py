@@ -9,3 +9,5 @@ class OrdersSettings(BrokerSettings):
     database_url: str = "sqlite+aiosqlite:///orders.db"
     # How often the outbox relay looks for events a commit did not hand to it directly.
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # A pending order whose payment has not settled by then is cancelled.
+    payment_deadline_seconds: float = Field(default=120.0, gt=0)

@@ -4,41 +4,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from lantern_runtime.resilience import UpstreamError
 
 if TYPE_CHECKING:
-    import httpx
+    from lantern_runtime.resilience import UpstreamClient
 
 
 class BankUnavailable(Exception):
-    """The bank did not give an answer this time; asking again later is safe."""
+    """The bank gave no answer this time; asking again later is safe."""
 
 
 @dataclass(frozen=True)
 class Authorization:
     authorization_id: str
-    approved: bool
+    status: str  # approved, declined or voided
     reason: str | None
 
 
 class BankClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+    """Every call carries the order id as the bank's idempotency key, so asking twice never
+    charges twice, and the client may retry it."""
+
+    def __init__(self, upstream: UpstreamClient) -> None:
+        self._upstream = upstream
 
     async def authorize(self, order_id: str, amount: Decimal) -> Authorization:
-        """Authorize `amount` for the order; the order id is the bank's idempotency key,
-        so asking twice never charges twice."""
-        response = await self._http.post(
-            "/authorizations",
-            json={"order_id": order_id, "amount": str(amount)},
-            headers={"Idempotency-Key": order_id},
-        )
-        if response.status_code >= 500 or response.status_code == 429:
-            raise BankUnavailable(f"bank answered {response.status_code} for order {order_id}")
+        body = await self._post("/authorizations", order_id, {"order_id": order_id, "amount": str(amount)})
+        return Authorization(body["authorization_id"], body["status"], body.get("reason"))
+
+    async def void(self, order_id: str) -> None:
+        await self._post("/authorizations/void", order_id, {"order_id": order_id})
+
+    async def _post(self, path: str, order_id: str, payload: dict[str, str]) -> Any:
+        try:
+            response = await self._upstream.request(
+                "POST", path, json=payload, headers={"Idempotency-Key": order_id}
+            )
+        except UpstreamError as error:
+            raise BankUnavailable(str(error)) from error
         response.raise_for_status()
-        body = response.json()
-        return Authorization(
-            authorization_id=body["authorization_id"],
-            approved=body["status"] == "approved",
-            reason=body.get("reason"),
-        )
+        return response.json()

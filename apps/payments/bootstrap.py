@@ -1,4 +1,4 @@
-"""Wires payments: broker, bank client and the order.created consumer."""
+"""Wires payments: database, broker, outbox relay, bank client and consumers."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from typing import TYPE_CHECKING
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
-from lantern_runtime.http import service_client
 from lantern_runtime.messaging import (
     EventPublisher,
     broker_ready,
     build_broker,
     start_broker,
+    stop_consuming,
     subscribe,
 )
+from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
+from lantern_runtime.storage import OutboxRelay, create_engine, database_ready
 from order_flow.topology import ORDER_FLOW, PAYMENTS_QUEUE
 from payments.bank_client import BankClient
 from payments.consumers import order_consumers
+from payments.repository import PaymentRepository
 from payments.settings import PaymentsSettings
+from payments.tables import metadata, outbox
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,28 +36,40 @@ SERVICE_NAME = "payments"
 
 
 def create_app(settings: PaymentsSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
+    engine = create_engine(settings.database_url)
     broker = build_broker(settings, SERVICE_NAME)
-    http = service_client(settings.bank_url, timeout=settings.bank_timeout)
-    publisher = EventPublisher(broker, timeout=settings.publish_timeout)
-    subscribe(broker, PAYMENTS_QUEUE, order_consumers(BankClient(http), publisher), settings)
-
-    readiness = Readiness({"broker": broker_ready(broker)})
+    bank = UpstreamClient("bank", settings.bank_url, settings.bank_upstream)
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        EventPublisher(broker, timeout=settings.publish_timeout),
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    consumers = order_consumers(BankClient(bank), PaymentRepository(engine), relay)
+    subscribe(broker, PAYMENTS_QUEUE, consumers, settings)
+    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
         await start_broker(broker, ORDER_FLOW, settings)
+        relay.start()
         try:
             yield
         finally:
+            await stop_consuming(broker)
+            await relay.stop()
             await broker.stop()
-            await http.aclose()
+            await bank.aclose()
+            await engine.dispose()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
         lifespan=lifespan,
-        description="Authorizes the payment of each new order with the bank.",
+        description="Authorizes each new order's payment with the bank; voids it if the order is cancelled.",
     )
     return app, readiness
 

@@ -28,3 +28,19 @@ def test_a_reused_key_for_another_amount_is_refused() -> None:
     ledger.authorize("k", "o1", Decimal("5"))
     with pytest.raises(KeyReused, match="'k'"):
         ledger.authorize("k", "o1", Decimal("6"))
+
+
+def test_a_void_releases_the_authorization_and_a_late_authorize_is_not_granted() -> None:
+    ledger = Ledger(Decimal("10"))
+    ledger.authorize("k", "o1", Decimal("5"))
+    assert ledger.void("k", "o1").status == "voided"
+    late, created = ledger.authorize("k", "o1", Decimal("5"))
+    assert (late.status, created) == ("voided", False)
+    assert [r.status for r in ledger.for_order("o1")] == ["voided"]
+
+
+def test_a_void_before_the_authorization_blocks_it() -> None:
+    ledger = Ledger(Decimal("10"))
+    ledger.void("k", "o1")
+    record, _ = ledger.authorize("k", "o1", Decimal("5"))
+    assert record.status == "voided"

@@ -53,6 +53,13 @@ class Delivery:
     message_id: str
     correlation_id: str | None
     attempt: int
+    max_attempts: int
+
+    @property
+    def last_attempt(self) -> bool:
+        """True when failing now sends the message to the dead-letter queue: a handler may
+        then prefer a compensating outcome over a dead letter."""
+        return self.attempt >= self.max_attempts
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,9 @@ def subscribe(
                 raise PoisonMessage(
                     f"body is not a valid {raw.type}: {error.errors(include_url=False)}"
                 ) from error
-            delivery = Delivery(message.message_id, message.correlation_id, attempt)
+            delivery = Delivery(
+                message.message_id, message.correlation_id, attempt, settings.max_delivery_attempts
+            )
             await asyncio.wait_for(consumer.handle(event, delivery), handler_timeout)
         except PoisonMessage as error:
             _mark_span_failed(error)
