@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint traces clean
+.PHONY: run test lint traces dead-letters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Lantern needs Python 3.11 or newer"'
@@ -27,6 +27,12 @@ lint: $(STAMP)
 
 traces: $(STAMP)
 	$(BIN)/python -m devstack traces
+
+# The order flow's dead letters; replay with:
+#   .venv/bin/python -m lantern_runtime.messaging.deadletters replay --queue <queue>
+dead-letters: $(STAMP)
+	$(BIN)/python -m lantern_runtime.messaging.deadletters list \
+	  --queue payments.order-events --queue orders.payment-results --queue notifier.order-outcomes
 
 clean:
 	rm -rf $(VENV) .lantern

@@ -16,6 +16,7 @@ from lantern_runtime.messaging import (
     QueueSpec,
     Topology,
     build_broker,
+    deadletters,
     start_broker,
     subscribe,
 )
@@ -182,3 +183,32 @@ async def test_a_message_with_an_unknown_type_is_poison(
 
 def test_poison_message_is_an_exception_handlers_can_raise() -> None:
     assert issubclass(PoisonMessage, Exception)
+
+
+async def test_dead_letters_are_listed_and_replayed_onto_their_queue_once(
+    amqp_url: str, running: Callable[..., object]
+) -> None:
+    fixed = False
+    applied: list[tuple[str, int]] = []
+
+    async def handle(event: WidgetMade, delivery: Delivery) -> None:
+        if not fixed:
+            raise RuntimeError("bug in the handler")
+        applied.append((event.widget_id, delivery.attempt))
+
+    broker = await running(handle)  # type: ignore[operator]
+    await EventPublisher(broker).publish(WidgetMade(widget_id="w-9"), message_id="m-9")  # type: ignore[arg-type]
+    letters: list[deadletters.DeadLetter] = []
+    async with asyncio.timeout(10):
+        while not letters:
+            letters = await deadletters.list_dead_letters(amqp_url, [QUEUE.name])
+            await asyncio.sleep(0.05)
+    assert [(d.message_id, d.attempts) for d in letters] == [("m-9", 3)]
+    assert "bug in the handler" in letters[0].reason
+    # Listing leaves them in place.
+    assert len(await deadletters.list_dead_letters(amqp_url, [QUEUE.name])) == 1
+
+    fixed = True
+    assert await deadletters.replay(amqp_url, QUEUE.name) == 1
+    await wait_for(lambda: applied == [("w-9", 1)])
+    assert await deadletters.list_dead_letters(amqp_url, [QUEUE.name]) == []
