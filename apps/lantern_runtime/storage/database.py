@@ -18,11 +18,20 @@ def create_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-            # WAL lets the API read while the relay writes; the busy timeout queues writers.
+            # pysqlite opens transactions lazily and lets a RELEASE SAVEPOINT commit everything;
+            # SQLAlchemy's recipe hands transaction control back to it (the "begin" hook below).
+            connection.isolation_level = None
             cursor = connection.cursor()
+            # WAL lets readers run beside the writer; the busy timeout queues writers.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock up front: a read-then-write transaction can then
+            # wait its turn instead of failing with "database is locked" when it tries to write.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

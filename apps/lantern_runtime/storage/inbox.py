@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, DateTime, MetaData, String, Table
+from sqlalchemy.dialects import postgresql, sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,9 +25,9 @@ def inbox_table(metadata: MetaData) -> Table:
 async def first_delivery(conn: AsyncConnection, inbox: Table, message_id: str) -> bool:
     """Record the message as applied; False if it was applied before. Call inside the effect's
     transaction, so both commit or neither does."""
-    try:
-        async with conn.begin_nested():
-            await conn.execute(insert(inbox).values(message_id=message_id, processed_at=datetime.now(UTC)))
-    except IntegrityError:
-        return False
-    return True
+    values = {"message_id": message_id, "processed_at": datetime.now(UTC)}
+    # ON CONFLICT DO NOTHING instead of catching the error: no savepoint, and no failed
+    # statement to poison a PostgreSQL transaction.
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    result = await conn.execute(dialect_insert(inbox).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1

@@ -1,0 +1,152 @@
+"""Fault tests: the platform as real processes on the real broker, with failures injected."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from devstack.stack import DEFAULT_PORTS, Stack
+from tests.conftest import fresh_vhost
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+FINAL = {"confirmed", "cancelled"}
+
+# Fast retries so faults resolve in seconds; enough attempts that a 30% failure rate does not
+# exhaust them by chance.
+FAST_RECOVERY = {
+    "MAX_DELIVERY_ATTEMPTS": "10",
+    "RETRY_BASE_DELAY_MS": "50",
+    "RETRY_MAX_DELAY_MS": "400",
+    "OUTBOX_POLL_SECONDS": "0.2",
+    "SHUTDOWN_TIMEOUT": "10",
+    "BANK_UPSTREAM__BACKOFF_BASE": "0.02",
+    "BANK_UPSTREAM__BACKOFF_CAP": "0.1",
+    "BANK_UPSTREAM__BREAKER_RESET_SECONDS": "0.5",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Starts the platform with extra env per service; stops it after the test."""
+    stacks: list[Stack] = []
+    vhosts = []
+
+    def start(**service_env: dict[str, str]) -> Stack:
+        vhost = fresh_vhost()
+        amqp_url = vhost.__enter__()
+        vhosts.append(vhost)
+        stack = Stack(
+            tmp_path / "platform",
+            ports={service: free_port() for service in DEFAULT_PORTS},
+            amqp_url=amqp_url,
+            sink_port=free_port(),
+            extra_env=FAST_RECOVERY,
+            service_env=service_env,
+        )
+        stacks.append(stack)
+        stack.start()
+        stack.wait_ready(timeout=60)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+    for vhost in vhosts:
+        vhost.__exit__(None, None, None)
+
+
+def order_body(total: str = "10.00") -> dict[str, Any]:
+    return {"customer_id": "c-fault", "items": [{"sku": "lamp", "quantity": 1, "unit_price": total}]}
+
+
+async def place_orders(
+    orders_url: str, count: int, *, concurrency: int = 20, refused: Counter[str] | None = None
+) -> list[str]:
+    """POST `count` orders straight to orders; returns the ids of those accepted (202).
+    Every other outcome is counted in `refused`, by status code or exception name."""
+    accepted: list[str] = []
+    refused = Counter() if refused is None else refused
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=orders_url, timeout=10) as client:
+
+        async def one() -> None:
+            async with limit:
+                try:
+                    response = await client.post(
+                        "/api/orders", json=order_body(), headers={"Idempotency-Key": str(uuid.uuid4())}
+                    )
+                except httpx.TransportError as error:
+                    refused[type(error).__name__] += 1
+                    return
+                if response.status_code == 202:
+                    accepted.append(response.json()["order_id"])
+                else:
+                    refused[str(response.status_code)] += 1
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return accepted
+
+
+def wait_until_final(orders_url: str, order_ids: list[str], timeout: float = 90.0) -> dict[str, str]:
+    """Poll until every order is final; returns the last status seen of each."""
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    with httpx.Client(base_url=orders_url, timeout=5) as client:
+        while True:
+            for order_id in order_ids:
+                if statuses.get(order_id) not in FINAL:
+                    try:
+                        statuses[order_id] = client.get(f"/api/orders/{order_id}").json()["status"]
+                    except httpx.TransportError:
+                        statuses[order_id] = "unknown"
+            if all(status in FINAL for status in statuses.values()) or time.monotonic() > deadline:
+                return statuses
+            time.sleep(0.25)
+
+
+def authorizations_by_order(bank_url: str) -> dict[str, list[str]]:
+    records = httpx.get(f"{bank_url}/authorizations", timeout=10).json()
+    found: dict[str, list[str]] = {}
+    for record in records:
+        found.setdefault(record["order_id"], []).append(record["status"])
+    return found
+
+
+def notifications_by_order(notifier_url: str) -> Counter[str]:
+    return Counter(n["order_id"] for n in httpx.get(f"{notifier_url}/notifications", timeout=10).json())
+
+
+def assert_settled_once(stack: Stack, statuses: dict[str, str]) -> None:
+    """Every order final; each confirmed one authorized exactly once at bank and not voided;
+    no cancelled one left with a live authorization; one notification each."""
+    assert {s for s in statuses.values()} <= FINAL, Counter(statuses.values())
+    authorizations = authorizations_by_order(stack.url("bank"))
+    for order_id, status in statuses.items():
+        records = authorizations.get(order_id, [])
+        if status == "confirmed":
+            assert records == ["approved"], (order_id, records)
+        else:
+            assert "approved" not in records, (order_id, records)
+    deadline = time.monotonic() + 15
+    while True:
+        notified = notifications_by_order(stack.url("notifier"))
+        if all(notified[o] >= 1 for o in statuses) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert {o: notified[o] for o in statuses} == dict.fromkeys(statuses, 1)
