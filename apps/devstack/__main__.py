@@ -9,19 +9,27 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import SERVICES, Stack, amqp_reachable, jaeger_binary, port_free
+from devstack.stack import SERVICES, Stack, amqp_reachable, development_secret, jaeger_binary, port_free
 from devstack.tracesink import traces_by_id
 from lantern_runtime.trace_contract import render_tree
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
+# A day is long enough for a working session; `make run` prints a fresh token each start.
+TOKEN_TTL = 24 * 3600.0
 EXAMPLE = """\
-curl -si -X POST {gateway}/api/orders \\
+curl -si -X POST {gateway}/api/orders -H 'Authorization: Bearer {token}' \\
   -H 'Content-Type: application/json' -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\
   -d '{{"customer_id": "c-1", "items": [{{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}}]}}'"""
 
 
 def run() -> int:
-    stack = Stack(WORKDIR, amqp_url=os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
+    # GATEWAY_JWT_SECRET wins; otherwise one made once and kept in the dev dir.
+    secret = os.environ.get("GATEWAY_JWT_SECRET") or development_secret(WORKDIR / "jwt-secret")
+    stack = Stack(
+        WORKDIR,
+        amqp_url=os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"),
+        jwt_secret=secret,
+    )
     problem = amqp_reachable(stack.amqp_url)
     if problem:
         print(
@@ -66,7 +74,9 @@ def run() -> int:
         print(f"Spans go to {stack.otlp_endpoint}")
     else:
         print("Traces: `make traces` prints the latest ones as trees")
-    print(f"\nTry:\n{EXAMPLE.format(gateway=gateway)}\n\nCtrl-C stops everything.", flush=True)
+    token = stack.auth_headers(subject="developer", ttl=TOKEN_TTL)["Authorization"].removeprefix("Bearer ")
+    print(f"\nA token with scopes orders:write and orders:read, valid for 24 h:\n{token}")
+    print(f"\nTry:\n{EXAMPLE.format(gateway=gateway, token=token)}\n\nCtrl-C stops everything.", flush=True)
 
     while not stopping.wait(1.0):
         died = [name for name, p in stack.processes.items() if p.poll() is not None]

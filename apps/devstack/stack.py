@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -17,6 +18,8 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
+
+from gateway.auth import issue_token
 
 SERVICES = ("bank", "payments", "orders", "notifier", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
@@ -32,6 +35,10 @@ class Stack:
     sink_port: int = 4318
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The gateway checks tokens against this HS256 secret; auth_headers() signs with it.
+    jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Signs the X-Lantern-Subject header the gateway sends to the services.
+    subject_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -45,6 +52,16 @@ class Stack:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def auth_headers(
+        self,
+        scopes: tuple[str, ...] = ("orders:write", "orders:read"),
+        subject: str = "test-client",
+        ttl: float = 3600.0,
+    ) -> dict[str, str]:
+        """An Authorization header the gateway of this stack accepts."""
+        token = issue_token(self.jwt_secret, subject=subject, scopes=scopes, ttl=ttl)
+        return {"Authorization": f"Bearer {token}"}
 
     def env_for(self, service: str) -> dict[str, str]:
         env = {
@@ -65,6 +82,9 @@ class Stack:
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             "OTEL_METRIC_EXPORT_INTERVAL": "10000",
             "PYTHONUNBUFFERED": "1",
+            # Every service gets the subject secret, to check the gateway's X-Lantern-Subject.
+            "GATEWAY_SUBJECT_SECRET": self.subject_secret,
+            **({"GATEWAY_JWT_SECRET": self.jwt_secret} if service == "gateway" else {}),
             **self.extra_env,
             **self.service_env.get(service, {}),
         }
@@ -160,6 +180,17 @@ class Stack:
             self.stop_service(name, timeout=5)
         for log in self._logs:
             log.close()
+
+
+def development_secret(path: Path) -> str:
+    """The secret kept at `path`, made on first use, so tokens stay valid across restarts."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret
 
 
 def amqp_reachable(url: str, timeout: float = 3.0) -> str | None:

@@ -1,23 +1,80 @@
-"""The public routes: everything under /api/orders goes to the orders service."""
+"""The public routes: the documented order API, and every other route of the table, each
+admitted (token, rate, scopes) and then forwarded to its upstream."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see the `Admit` alias made per router.
+from typing import Annotated
 
-from typing import TYPE_CHECKING
+from fastapi import APIRouter, Depends, Path, Request, Response
 
-from fastapi import APIRouter, Request, Response
-
+from gateway.admission import Admission, Admitted
 from gateway.proxy import forward
+from gateway.public import PLACE_ORDER_EXTRA, UNAUTHENTICATED, UNAVAILABLE, OrderAccepted, OrderView, problem
+from gateway.settings import EdgeSettings
+from lantern_runtime.resilience import UpstreamClient
 
-if TYPE_CHECKING:
-    from lantern_runtime.resilience import UpstreamClient
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def public_router(orders: UpstreamClient) -> APIRouter:
-    router = APIRouter(tags=["orders"])
+def public_router(
+    admission: Admission, upstreams: dict[str, UpstreamClient], edge: EdgeSettings
+) -> APIRouter:
+    """`upstreams` has one client per route, by route prefix."""
+    router = APIRouter()
+    Admit = Annotated[Admitted, Depends(admission)]
+    subject_secret = edge.subject_secret.get_secret_value() if edge.subject_secret else None
 
-    @router.api_route("/api/orders", methods=["POST", "GET"], include_in_schema=False)
-    @router.api_route("/api/orders/{rest:path}", methods=["GET"], include_in_schema=False)
-    async def to_orders(request: Request) -> Response:
-        return await forward(orders, request)
+    async def relay(request: Request, admitted: Admitted) -> Response:
+        response = await forward(
+            upstreams[admitted.route.prefix],
+            request,
+            admitted.principal,
+            max_body_bytes=edge.max_body_bytes,
+            max_json_depth=edge.max_json_depth,
+            subject_secret=subject_secret,
+        )
+        response.headers.update(admitted.rate.headers())
+        return response
+
+    @router.post(
+        "/api/orders",
+        tags=["orders"],
+        summary="Place an order",
+        description="Needs scope `orders:write`. The same Idempotency-Key again returns the same order.",
+        status_code=202,
+        response_model=OrderAccepted,
+        responses={
+            **UNAUTHENTICATED,
+            400: problem("the JSON body nests too deeply"),
+            409: problem("the Idempotency-Key was used with a different body"),
+            413: problem("the body is too large"),
+            422: problem("the order is not valid; `errors` names each field"),
+            **UNAVAILABLE,
+        },
+        openapi_extra=PLACE_ORDER_EXTRA,
+    )
+    async def place_order(request: Request, admitted: Admit) -> Response:
+        return await relay(request, admitted)
+
+    @router.get(
+        "/api/orders/{order_id}",
+        tags=["orders"],
+        summary="Read an order",
+        description="Needs scope `orders:read`. Pending until paid, then confirmed or cancelled.",
+        response_model=OrderView,
+        responses={
+            **UNAUTHENTICATED,
+            404: problem("no such order"),
+            422: problem("bad order id"),
+            **UNAVAILABLE,
+        },
+    )
+    async def get_order(
+        request: Request, admitted: Admit, order_id: Annotated[str, Path(min_length=1, max_length=200)]
+    ) -> Response:
+        return await relay(request, admitted)
+
+    @router.api_route("/{path:path}", methods=ALL_METHODS, include_in_schema=False)
+    async def by_route_table(request: Request, admitted: Admit) -> Response:
+        return await relay(request, admitted)
 
     return router

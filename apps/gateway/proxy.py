@@ -1,51 +1,97 @@
-"""Forwards public requests to an upstream service and relays its answer."""
+"""Forwards an admitted request to its upstream service and relays the answer unchanged."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
-from fastapi import Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Response
 
+from gateway.edge import REQUEST_ID_HEADER
+from gateway.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
+from lantern_runtime.problems import Problem
 from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import httpx
+    from fastapi import Request
 
+    from gateway.auth import Principal
     from lantern_runtime.resilience import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
 # Only what the upstream needs, and hop-by-hop headers never; trace headers come from the span.
-FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key", "x-request-id")
+FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key")
+# Content-Type included, so a service's problem+json reaches the client as it was sent.
 RELAYED_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 def _pick(headers: httpx.Headers | Iterable[tuple[str, str]], names: tuple[str, ...]) -> dict[str, str]:
     return {name: value for name, value in dict(headers).items() if name.lower() in names}
 
 
-async def forward(upstream: UpstreamClient, request: Request) -> Response:
-    """Relay the request; answer 503 (504 on a timeout) with Retry-After when no answer comes."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes, whatever Content-Length said."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"the body exceeds {limit} bytes", title="Content Too Large")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest; brackets inside strings do not count."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b'""', body)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+async def forward(
+    upstream: UpstreamClient,
+    request: Request,
+    principal: Principal,
+    *,
+    max_body_bytes: int,
+    max_json_depth: int,
+    subject_secret: str | None,
+) -> Response:
+    """Relay the request; 503 (504 on a timeout) with Retry-After when no answer comes."""
+    body = await read_body(request, max_body_bytes)
+    if "json" in request.headers.get("content-type", "") and json_depth(body) > max_json_depth:
+        raise Problem(400, f"the JSON body nests deeper than {max_json_depth} levels")
+    headers = _pick(request.headers.items(), FORWARDED_REQUEST_HEADERS)
+    headers[REQUEST_ID_HEADER] = request.state.request_id
+    headers[SUBJECT_HEADER] = principal.subject
+    if subject_secret:
+        headers[SIGNATURE_HEADER] = sign_subject(subject_secret, principal.subject)
     try:
         answer = await upstream.request(
-            request.method,
-            request.url.path,
-            params=request.query_params,
-            content=await request.body(),
-            headers=_pick(request.headers, FORWARDED_REQUEST_HEADERS),
+            request.method, request.url.path, params=request.query_params, content=body, headers=headers
         )
     except UpstreamError as error:
         status = 504 if isinstance(error, UpstreamTimeout) else 503
         logger.warning("upstream failed", extra={"upstream": error.upstream, "reason": error.detail})
-        return JSONResponse(
-            {"detail": f"{error.upstream} is unavailable: {error.detail}"},
-            status_code=status,
+        raise Problem(
+            status,
+            f"{error.upstream} is unavailable: {error.detail}",
             headers={"Retry-After": str(max(1, round(error.retry_after)))},
-        )
+        ) from error
     return Response(
         content=answer.content,
         status_code=answer.status_code,

@@ -1,4 +1,5 @@
-"""The FastAPI app every service starts from: probes and server spans come with it."""
+"""The FastAPI app every service starts from: probes, server spans and problem+json errors
+come with it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from lantern_runtime.health import health_router
+from lantern_runtime.problems import install_problem_handlers
 from lantern_runtime.telemetry import instrument_app
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from fastapi import APIRouter
+    from starlette.types import ASGIApp
 
     from lantern_runtime.health import Readiness
     from lantern_runtime.telemetry import Telemetry
@@ -26,10 +29,31 @@ def service_app(
     routers: Iterable[APIRouter] = (),
     lifespan: Callable[[FastAPI], Any] | None = None,
     description: str = "",
+    outer_middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
+    **fastapi_options: Any,
 ) -> FastAPI:
-    app = FastAPI(title=name, description=description, lifespan=lifespan)
+    """`outer_middleware` wraps the app outside the server span, first listed outermost;
+    `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
+    app = FastAPI(title=name, description=description, lifespan=lifespan, **fastapi_options)
+    install_problem_handlers(app)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)
     instrument_app(app, telemetry)
+    if outer_middleware:
+        _wrap_outside(app, outer_middleware)
     return app
+
+
+def _wrap_outside(app: FastAPI, wrappers: Sequence[Callable[[ASGIApp], ASGIApp]]) -> None:
+    # The instrumentation puts its middleware outside the user middleware by replacing
+    # build_middleware_stack; wrapping that result is the only way to get further out.
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        stack = build()
+        for wrap in reversed(wrappers):
+            stack = wrap(stack)
+        return stack
+
+    setattr(app, "build_middleware_stack", build_middleware_stack)  # noqa: B010 - mypy forbids assigning a method

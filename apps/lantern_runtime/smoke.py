@@ -4,6 +4,7 @@ Jaeger's query API, that its trace satisfies the trace contract. Used by `helm t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -49,10 +50,19 @@ def main() -> int:
     parser.add_argument("--gateway", required=True, help="e.g. http://gateway:8080")
     parser.add_argument("--jaeger", required=True, help="Jaeger query, e.g. http://jaeger:16686")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds for the whole check")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LANTERN_SMOKE_TOKEN"),
+        help="bearer token with scopes orders:write and orders:read (default: $LANTERN_SMOKE_TOKEN)",
+    )
     args = parser.parse_args()
+    if not args.token:
+        parser.error("the gateway needs a bearer token: pass --token or set LANTERN_SMOKE_TOKEN")
     deadline = time.monotonic() + args.timeout
     with (
-        httpx.Client(base_url=args.gateway, timeout=10) as gateway,
+        httpx.Client(
+            base_url=args.gateway, timeout=10, headers={"Authorization": f"Bearer {args.token}"}
+        ) as gateway,
         httpx.Client(base_url=args.jaeger, timeout=10) as jaeger,
     ):
         order_id, trace_id = place_order(gateway)

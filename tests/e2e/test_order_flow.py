@@ -58,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def gateway(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url("gateway"), timeout=10) as client:
+    with httpx.Client(base_url=stack.url("gateway"), timeout=10, headers=stack.auth_headers()) as client:
         yield client
 
 

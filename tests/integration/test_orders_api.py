@@ -87,6 +87,7 @@ async def test_an_accepted_order_publishes_exactly_one_order_created(
 async def test_an_unknown_order_is_404_with_a_json_body(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/orders/no-such-order")
     assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
     assert "no-such-order" in response.json()["detail"]
 
 
@@ -135,7 +136,7 @@ async def test_bad_input_is_422_naming_the_field_and_nothing_is_stored_or_publis
         headers={"Idempotency-Key": "bad", "Content-Type": "application/json"},
     )
     assert response.status_code == 422
-    assert any(field in map(str, error["loc"]) for error in response.json()["detail"])
+    assert any(field in map(str, error["loc"]) for error in response.json()["errors"])
     # The key stays unused: a valid order with it is accepted as new.
     assert (await place(client, ORDER, key="bad")).status_code == 202
     await asyncio.sleep(0.3)
@@ -147,4 +148,4 @@ async def test_a_missing_idempotency_key_is_422_naming_the_header(
 ) -> None:
     response = await client.post("/api/orders", json=ORDER)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert response.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]

@@ -1,0 +1,121 @@
+"""Per-client token buckets: `rate` requests a second, bursts up to twice that.
+
+With Redis the bucket lives there and one Lua script reads, refills and takes from it
+atomically, on Redis's clock, so every gateway replica shares it. Without Redis, or while Redis
+does not answer, each replica keeps its own buckets in memory.
+
+Answers carry the RateLimit fields of draft-ietf-httpapi-ratelimit-headers-06:
+RateLimit-Limit (the burst), RateLimit-Remaining, RateLimit-Reset (seconds until the bucket is
+full again) and RateLimit-Policy (`<burst>;w=<seconds to refill it>`); a 429 adds Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] the bucket; ARGV rate (tokens/s) and burst. Returns {admitted 0|1, tokens left}.
+BUCKET_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local admitted = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  admitted = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {admitted, tostring(tokens)}
+"""
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    admitted: bool
+    burst: int
+    rate: float
+    tokens: float
+
+    @property
+    def retry_after(self) -> int:
+        return 0 if self.admitted else max(1, math.ceil((1 - self.tokens) / self.rate))
+
+    def headers(self) -> dict[str, str]:
+        fields = {
+            "RateLimit-Limit": str(self.burst),
+            "RateLimit-Remaining": str(max(0, math.floor(self.tokens))),
+            "RateLimit-Reset": str(math.ceil((self.burst - self.tokens) / self.rate)),
+            "RateLimit-Policy": f"{self.burst};w={math.ceil(self.burst / self.rate)}",
+        }
+        if not self.admitted:
+            fields["Retry-After"] = str(self.retry_after)
+        return fields
+
+
+class MemoryBuckets:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1, math.floor(2 * rate))
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    async def take(self, client: str) -> RateDecision:
+        now = self._clock()
+        tokens, at = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        admitted = tokens >= 1
+        if admitted:
+            tokens -= 1
+        self._buckets[client] = (tokens, now)
+        if len(self._buckets) > 100_000:
+            self._forget_full(now)
+        return RateDecision(admitted, self.burst, self.rate, tokens)
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket.
+        for client, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.rate >= self.burst:
+                del self._buckets[client]
+
+
+class RedisBuckets:
+    def __init__(self, url: str, rate: float, *, prefix: str) -> None:
+        self.rate = rate
+        self.burst = max(1, math.floor(2 * rate))
+        self.prefix = prefix
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script = self._redis.register_script(BUCKET_SCRIPT)
+        self._fallback = MemoryBuckets(rate)
+
+    async def take(self, client: str) -> RateDecision:
+        try:
+            admitted, tokens = await self._script(keys=[self.prefix + client], args=[self.rate, self.burst])
+        except (RedisError, OSError) as error:
+            logger.warning("rate limiting falls back to memory: Redis failed", extra={"reason": str(error)})
+            return await self._fallback.take(client)
+        return RateDecision(bool(admitted), self.burst, self.rate, float(tokens))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def client_key(subject: str | None, address: str | None) -> str:
+    """One bucket per authenticated subject; unauthenticated callers share one per address."""
+    return f"sub:{subject}" if subject else f"ip:{address or 'unknown'}"
