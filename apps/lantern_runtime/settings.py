@@ -29,5 +29,7 @@ class BrokerSettings(ServiceSettings):
     max_delivery_attempts: int = Field(default=5, ge=1)
     retry_base_delay_ms: int = Field(default=200, ge=1)
     retry_max_delay_ms: int = Field(default=10_000, ge=1)
+    # Seconds a message handler may run before it counts as failed (and is retried).
+    handler_timeout: float = Field(default=30.0, gt=0)
     # Seconds to wait for the broker to confirm a publish before it counts as failed.
     publish_timeout: float = Field(default=5.0, gt=0)

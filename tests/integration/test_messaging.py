@@ -47,6 +47,7 @@ def settings(amqp_url: str, attempts: int = 3) -> BrokerSettings:
     return BrokerSettings(
         amqp_url=amqp_url,
         max_delivery_attempts=attempts,
+        handler_timeout=0.5,
         retry_base_delay_ms=20,
         retry_max_delay_ms=100,
     )
@@ -212,3 +213,19 @@ async def test_dead_letters_are_listed_and_replayed_onto_their_queue_once(
     assert await deadletters.replay(amqp_url, QUEUE.name) == 1
     await wait_for(lambda: applied == [("w-9", 1)])
     assert await deadletters.list_dead_letters(amqp_url, [QUEUE.name]) == []
+
+
+async def test_a_handler_that_hangs_is_timed_out_retried_and_dead_lettered(
+    amqp_url: str, running: Callable[..., object]
+) -> None:
+    attempts: list[int] = []
+
+    async def handle(event: WidgetMade, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        await asyncio.sleep(3600)
+
+    broker = await running(handle)  # type: ignore[operator]
+    await EventPublisher(broker).publish(WidgetMade(widget_id="w-h"), message_id="m-h")  # type: ignore[arg-type]
+    [dead] = await drain(amqp_url, QUEUE.dead_name, expect=1)
+    assert attempts == [1, 2, 3]
+    assert "handler exceeded 0.5s" in str(dead.headers[REASON_HEADER])

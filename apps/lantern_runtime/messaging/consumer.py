@@ -80,8 +80,6 @@ def subscribe(
     spec: QueueSpec,
     consumers: Mapping[str, Consumer],
     settings: BrokerSettings,
-    *,
-    handler_timeout: float = 30.0,
 ) -> None:
     """Register one FastStream subscriber on the work queue, dispatching on the message type."""
     queue = spec.work_queue(settings.max_delivery_attempts)
@@ -108,14 +106,14 @@ def subscribe(
             delivery = Delivery(
                 message.message_id, message.correlation_id, attempt, settings.max_delivery_attempts
             )
-            await asyncio.wait_for(consumer.handle(event, delivery), handler_timeout)
+            await asyncio.wait_for(consumer.handle(event, delivery), settings.handler_timeout)
         except PoisonMessage as error:
             _mark_span_failed(error)
             await policy.dead_letter(message, reason=str(error), attempts=attempt)
         except Exception as error:
             _mark_span_failed(error)
             if isinstance(error, TimeoutError):
-                error = TimeoutError(f"handler exceeded {handler_timeout}s")
+                error = TimeoutError(f"handler exceeded {settings.handler_timeout}s")
             await policy.retry_or_dead_letter(message, error, attempt)
 
 
