@@ -6,6 +6,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+import httpx
 from fastapi import Response
 
 from gateway.edge import REQUEST_ID_HEADER
@@ -16,7 +17,6 @@ from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    import httpx
     from fastapi import Request
 
     from gateway.auth import Principal
@@ -80,10 +80,14 @@ async def forward(
     headers[SUBJECT_HEADER] = principal.subject
     if subject_secret:
         headers[SIGNATURE_HEADER] = sign_subject(subject_secret, principal.subject)
+    # The path and query as the client encoded them: decoding and re-encoding could change them.
+    target = request.scope["raw_path"].decode("latin-1")
+    if request.scope["query_string"]:
+        target += "?" + request.scope["query_string"].decode("latin-1")
     try:
-        answer = await upstream.request(
-            request.method, request.url.path, params=request.query_params, content=body, headers=headers
-        )
+        answer = await upstream.request(request.method, target, content=body, headers=headers)
+    except httpx.InvalidURL as error:
+        raise Problem(400, f"the request target cannot be forwarded: {error}") from error
     except UpstreamError as error:
         status = 504 if isinstance(error, UpstreamTimeout) else 503
         logger.warning("upstream failed", extra={"upstream": error.upstream, "reason": error.detail})

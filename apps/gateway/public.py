@@ -9,10 +9,27 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import GenerateJsonSchema
 
 from orders.domain import OrderStatus, PlaceOrder
 
 REF = "#/components/schemas/{model}"
+
+
+class PublicJsonSchema(GenerateJsonSchema):
+    """Says what a decimal string must look like, which pydantic leaves open."""
+
+    def decimal_schema(self, schema: Any) -> dict[str, Any]:
+        json_schema = super().decimal_schema(schema)
+        places, digits = schema.get("decimal_places"), schema.get("max_digits")
+        if places is not None and digits is not None:
+            pattern = rf"^\d{{1,{digits - places}}}(\.\d{{1,{places}}})?$"
+            for branch in json_schema.get("anyOf", []):
+                if branch.get("type") == "string":
+                    branch.setdefault("pattern", pattern)
+                elif branch.get("type") == "number":
+                    branch.setdefault("exclusiveMaximum", 10 ** (digits - places))
+        return json_schema
 
 
 class OrderAccepted(BaseModel):
@@ -58,12 +75,12 @@ def problem(description: str) -> dict[str, Any]:
     return {"model": ProblemDetails, "description": description}
 
 
-UNAUTHENTICATED = {
+UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
     401: problem("no valid bearer token; see WWW-Authenticate"),
     403: problem("the token lacks a required scope"),
     429: problem("too many requests from this client; see Retry-After and RateLimit-*"),
 }
-UNAVAILABLE = {
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: problem("the service behind is unavailable; see Retry-After"),
     504: problem("no answer in time"),
 }
@@ -87,7 +104,7 @@ PLACE_ORDER_EXTRA = {
 def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the order body's schemas, and give error answers their problem+json media type."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    body = PlaceOrder.model_json_schema(ref_template=REF)
+    body = PlaceOrder.model_json_schema(ref_template=REF, schema_generator=PublicJsonSchema)
     components.update(body.pop("$defs", {}))
     components["PlaceOrder"] = body
     for operations in schema.get("paths", {}).values():
