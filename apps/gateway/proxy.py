@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import httpx
 from fastapi import Response
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key")
 # Content-Type included, so a service's problem+json reaches the client as it was sent.
 RELAYED_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
+SUBJECT_SAFE = "@:|/+=._-~"
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
@@ -77,9 +79,11 @@ async def forward(
         raise Problem(400, f"the JSON body nests deeper than {max_json_depth} levels")
     headers = _pick(request.headers.items(), FORWARDED_REQUEST_HEADERS)
     headers[REQUEST_ID_HEADER] = request.state.request_id
-    headers[SUBJECT_HEADER] = principal.subject
+    # Percent-encoded, so any subject fits in a header; ASCII subjects (the usual) go unchanged.
+    subject = quote(principal.subject, safe=SUBJECT_SAFE)
+    headers[SUBJECT_HEADER] = subject
     if subject_secret:
-        headers[SIGNATURE_HEADER] = sign_subject(subject_secret, principal.subject)
+        headers[SIGNATURE_HEADER] = sign_subject(subject_secret, subject)
     # The path and query as the client encoded them: decoding and re-encoding could change them.
     target = request.scope["raw_path"].decode("latin-1")
     if request.scope["query_string"]:

@@ -234,6 +234,33 @@ async def test_the_subject_goes_downstream_signed_and_a_client_sent_copy_is_drop
     assert server.attributes is not None and server.attributes["enduser.id"] == "alice"
 
 
+async def test_a_non_ascii_subject_goes_downstream_percent_encoded_and_signed(
+    gateway: Callable[..., Any],
+) -> None:
+    async with gateway() as client:
+        response = await place(client, bearer(token(subject="josé|42")))
+    seen = response.json()["headers"]
+    assert seen["x-lantern-subject"] == "jos%C3%A9|42"
+    assert subject_is_genuine(SUBJECT_SECRET, "jos%C3%A9|42", seen["x-lantern-subject-signature"])
+
+
+async def test_log_records_written_during_a_request_carry_its_request_id(
+    gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = GatewaySettings(
+        orders_url=f"http://127.0.0.1:{free_port()}", edge=EdgeSettings(jwt_secret=SECRET)
+    )
+    app, _ = create_app(settings, Telemetry("gateway"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
+    ):
+        with caplog.at_level("WARNING", logger="gateway.proxy"):
+            await client.get("/api/orders/o-1", headers={**bearer(token()), "X-Request-ID": "trace-me-1"})
+    [record] = [r for r in caplog.records if r.getMessage() == "upstream failed"]
+    assert record.request_id == "trace-me-1"  # type: ignore[attr-defined]
+
+
 # What they may send
 
 
