@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
-from lantern_runtime.messaging import broker_ready, build_broker, start_broker, subscribe
+from lantern_runtime.lifecycle import EventDrivenService
+from lantern_runtime.messaging import build_broker, subscribe
 from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
-from lantern_runtime.storage import create_engine, database_ready
+from lantern_runtime.storage import create_engine
 from notifier.api import notifications_router
 from notifier.consumers import outcome_consumers
 from notifier.notifications import NotificationSender, metadata
@@ -18,8 +18,6 @@ from notifier.settings import NotifierSettings
 from order_flow.topology import NOTIFIER_QUEUE, ORDER_FLOW
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from fastapi import FastAPI
 
     from lantern_runtime.telemetry import Telemetry
@@ -37,27 +35,17 @@ def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAP
     )
     sender = NotificationSender(engine, webhook)
     subscribe(broker, NOTIFIER_QUEUE, outcome_consumers(sender), settings)
-    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        await start_broker(broker, ORDER_FLOW, settings)
-        try:
-            yield
-        finally:
-            await broker.stop()
-            if webhook is not None:
-                await webhook.aclose()
-            await engine.dispose()
+    parts = EventDrivenService(
+        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, clients=[webhook] if webhook else []
+    )
+    readiness = parts.readiness()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
         routers=[notifications_router(sender)],
-        lifespan=lifespan,
+        lifespan=parts.running,
         description="Notifies customers of their orders' outcomes.",
     )
     return app, readiness

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
+from lantern_runtime.lifecycle import EventDrivenService
 from lantern_runtime.messaging import (
     EventPublisher,
-    broker_ready,
     build_broker,
-    start_broker,
-    stop_consuming,
     subscribe,
 )
 from lantern_runtime.service import serve
-from lantern_runtime.storage import OutboxRelay, create_engine, database_ready
+from lantern_runtime.storage import OutboxRelay, create_engine
 from order_flow.topology import ORDER_FLOW, ORDERS_QUEUE
 from orders.api import orders_router
 from orders.consumers import payment_consumers
@@ -26,8 +23,6 @@ from orders.settings import OrdersSettings
 from orders.tables import metadata, outbox
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from fastapi import FastAPI
 
     from lantern_runtime.telemetry import Telemetry
@@ -48,30 +43,17 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
     deadline = PaymentDeadline(repository, relay, seconds=settings.payment_deadline_seconds)
     subscribe(broker, ORDERS_QUEUE, payment_consumers(repository, relay), settings)
 
-    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        await start_broker(broker, ORDER_FLOW, settings)
-        relay.start()
-        deadline.start()
-        try:
-            yield
-        finally:
-            await deadline.stop()
-            await stop_consuming(broker)
-            await relay.stop()
-            await broker.stop()
-            await engine.dispose()
+    parts = EventDrivenService(
+        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, relay=relay, workers=[deadline]
+    )
+    readiness = parts.readiness()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
         routers=[orders_router(repository, relay)],
-        lifespan=lifespan,
+        lifespan=parts.running,
         description="Accepts orders and follows them to a final state.",
     )
     return app, readiness

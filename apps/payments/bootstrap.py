@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
+from lantern_runtime.lifecycle import EventDrivenService
 from lantern_runtime.messaging import (
     EventPublisher,
-    broker_ready,
     build_broker,
-    start_broker,
-    stop_consuming,
     subscribe,
 )
 from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
-from lantern_runtime.storage import OutboxRelay, create_engine, database_ready
+from lantern_runtime.storage import OutboxRelay, create_engine
 from order_flow.topology import ORDER_FLOW, PAYMENTS_QUEUE
 from payments.bank_client import BankClient
 from payments.consumers import order_consumers
@@ -26,8 +23,6 @@ from payments.settings import PaymentsSettings
 from payments.tables import metadata, outbox
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from fastapi import FastAPI
 
     from lantern_runtime.telemetry import Telemetry
@@ -47,28 +42,16 @@ def create_app(settings: PaymentsSettings, telemetry: Telemetry) -> tuple[FastAP
     )
     consumers = order_consumers(BankClient(bank), PaymentRepository(engine), relay)
     subscribe(broker, PAYMENTS_QUEUE, consumers, settings)
-    readiness = Readiness({"database": database_ready(engine), "broker": broker_ready(broker)})
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        await start_broker(broker, ORDER_FLOW, settings)
-        relay.start()
-        try:
-            yield
-        finally:
-            await stop_consuming(broker)
-            await relay.stop()
-            await broker.stop()
-            await bank.aclose()
-            await engine.dispose()
+    parts = EventDrivenService(
+        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, relay=relay, clients=[bank]
+    )
+    readiness = parts.readiness()
 
     app = service_app(
         SERVICE_NAME,
         readiness=readiness,
         telemetry=telemetry,
-        lifespan=lifespan,
+        lifespan=parts.running,
         description="Authorizes each new order's payment with the bank; voids it if the order is cancelled.",
     )
     return app, readiness
