@@ -53,7 +53,9 @@ def create_app(settings: GatewaySettings, telemetry: Telemetry) -> tuple[FastAPI
         jwks_refresh_cooldown=edge.jwks_refresh_cooldown,
     )
     buckets = (
-        RedisBuckets(settings.redis_url, edge.rate_limit, prefix=edge.rate_limit_prefix)
+        RedisBuckets(
+            settings.redis_url, edge.rate_limit, prefix=edge.rate_limit_prefix, timeout=edge.redis_timeout
+        )
         if settings.redis_url
         else MemoryBuckets(edge.rate_limit)
     )

@@ -96,11 +96,12 @@ class MemoryBuckets:
 
 
 class RedisBuckets:
-    def __init__(self, url: str, rate: float, *, prefix: str) -> None:
+    def __init__(self, url: str, rate: float, *, prefix: str, timeout: float = 0.5) -> None:
         self.rate = rate
         self.burst = max(1, math.floor(2 * rate))
         self.prefix = prefix
-        self._redis: Any = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # Short: a slow Redis must not slow every request; past it, the memory buckets answer.
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._script = self._redis.register_script(BUCKET_SCRIPT)
         self._fallback = MemoryBuckets(rate)
 

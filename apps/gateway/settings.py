@@ -41,6 +41,8 @@ class EdgeSettings(BaseSettings):
     # Per client (token subject, or client IP): requests per second; bursts of twice that.
     rate_limit: float = Field(default=20.0, gt=0)
     rate_limit_prefix: str = "lantern:ratelimit:"
+    # Seconds to wait for Redis before this replica decides from its own memory buckets.
+    redis_timeout: float = Field(default=0.5, gt=0)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)

@@ -41,6 +41,8 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
                 "REDIS_URL": "redis://127.0.0.1:6379/0",
                 "GATEWAY_RATE_LIMIT": str(RATE),
                 "GATEWAY_RATE_LIMIT_PREFIX": prefix,
+                # Under a loaded CI a 0.5 s Redis timeout would fall back to per-process buckets.
+                "GATEWAY_REDIS_TIMEOUT": "10",
                 "GATEWAY_JWT_SECRET": SECRET,
                 "GATEWAY_UPSTREAMS": json.dumps({"orders": upstream}),
                 "OTEL_SDK_DISABLED": "true",

@@ -21,7 +21,8 @@ def prefix() -> str:
 
 
 async def test_concurrent_takes_from_one_redis_bucket_admit_no_more_than_the_burst() -> None:
-    buckets = RedisBuckets(REDIS_URL, 5.0, prefix=prefix())
+    # A generous timeout: a take that fell back to memory would be admitted from another bucket.
+    buckets = RedisBuckets(REDIS_URL, 5.0, prefix=prefix(), timeout=10.0)
     started = time.monotonic()
     decisions = await asyncio.gather(*(buckets.take("sub:alice") for _ in range(60)))
     elapsed = time.monotonic() - started
@@ -32,7 +33,7 @@ async def test_concurrent_takes_from_one_redis_bucket_admit_no_more_than_the_bur
 
 
 async def test_one_clients_empty_bucket_does_not_touch_another_clients() -> None:
-    buckets = RedisBuckets(REDIS_URL, 1.0, prefix=prefix())
+    buckets = RedisBuckets(REDIS_URL, 1.0, prefix=prefix(), timeout=10.0)
     alice = [await buckets.take("sub:alice") for _ in range(4)]
     bob = await buckets.take("sub:bob")
     await buckets.aclose()
@@ -41,14 +42,13 @@ async def test_one_clients_empty_bucket_does_not_touch_another_clients() -> None
 
 
 async def test_the_bucket_refills_at_the_rate() -> None:
-    buckets = RedisBuckets(REDIS_URL, 10.0, prefix=prefix())
-    for _ in range(20):
-        await buckets.take("sub:alice")
-    assert not (await buckets.take("sub:alice")).admitted
-    await asyncio.sleep(0.25)  # 2.5 tokens back
-    again = [await buckets.take("sub:alice") for _ in range(3)]
+    buckets = RedisBuckets(REDIS_URL, 10.0, prefix=prefix(), timeout=10.0)
+    drained = [(await buckets.take("sub:alice")).admitted for _ in range(25)]
+    await asyncio.sleep(0.3)  # 3 tokens back
+    again = [(await buckets.take("sub:alice")).admitted for _ in range(3)]
     await buckets.aclose()
-    assert [d.admitted for d in again] == [True, True, False]
+    assert drained.count(False) >= 4
+    assert again == [True, True, True]
 
 
 async def test_without_redis_each_replica_still_limits_in_memory() -> None:
