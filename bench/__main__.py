@@ -1,0 +1,76 @@
+"""`python -m bench [consumer|http|e2e|memory|all] [--rounds N] [--quick]`
+
+Each variant runs in a process of its own; variants alternate within every round (A B C, then
+C B A), and the tables show medians over the rounds and ratios against a baseline measured in
+the same run. Tables go to stdout, everything to bench/results/latest.json (and a timestamped
+copy). `--quick` shrinks every benchmark to check that the suite works, not to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+
+from bench import drain, http_hop, memory, saga
+from bench.report import Benchmark, write_results
+
+SUITES = ("consumer", "http", "e2e", "memory")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    messages: int
+    http_seconds: float
+    e2e_rate: float
+    e2e_seconds: float
+    memory_checkpoints: tuple[int, ...]
+    memory_rate: float
+
+
+FULL = Sizes(20_000, 10.0, 50.0, 20.0, (2_000, 5_000, 10_000), 50.0)
+QUICK = Sizes(3_000, 4.0, 20.0, 5.0, (200, 500, 1_000), 50.0)
+
+
+def run(suite: str, rounds: int, sizes: Sizes) -> Benchmark:
+    if suite == "consumer":
+        return drain.benchmark(rounds, sizes.messages)
+    if suite == "http":
+        return http_hop.benchmark(rounds, sizes.http_seconds)
+    if suite == "e2e":
+        return saga.benchmark(rounds, sizes.e2e_rate, sizes.e2e_seconds)
+    return memory.benchmark(sizes.memory_checkpoints, sizes.memory_rate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all"))
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds per benchmark (default 3; 2 with --quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the suite")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    rounds = args.rounds or (2 if args.quick else 3)
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    results = []
+    for suite in suites:
+        started = time.monotonic()
+        print(f"# {suite}", flush=True)
+        results.append(run(suite, rounds, sizes))
+        print(f"  ({time.monotonic() - started:.0f} s)\n", flush=True)
+    print(f"$ {command}\n")
+    for result in results:
+        print(result.table() + "\n")
+    print(f"results: {write_results(results, command)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

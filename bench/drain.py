@@ -1,0 +1,129 @@
+"""Benchmark 1, consumer drain: N persistent ~60-byte JSON messages in one durable quorum queue,
+drained with prefetch 100 and acks after handling, by each variant in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+
+from bench.infra import python_env, run_worker, workplace
+from bench.report import Benchmark, Metric, Target
+from lantern_runtime.messaging.topology import QueueSpec
+
+DRAIN_QUEUE = "bench.drain"
+DONE_QUEUE = QueueSpec("bench.done", ("bench.ticked",))
+# A sampled W3C parent, as a traced producer would have sent it.
+TRACEPARENT = "00-5c4f5847cd8d1518bf8d79d7ac795202-1a2b3c4d5e6f7081-01"
+
+
+def queue_spec(name: str) -> QueueSpec:
+    return QueueSpec(name, ("bench.tick",))
+
+
+def body(i: int) -> bytes:
+    return b'{"order_id":"o-%06d","sku":"lamp","quantity":2,"total":"39.80"}' % i
+
+
+async def fill(amqp_url: str, queue: str, count: int) -> None:
+    """Declare the queue as Lantern's topology does and put `count` confirmed messages in it."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        arguments = dict(queue_spec(queue).work_queue(5).arguments or {}, **{"x-queue-type": "quorum"})
+        declared = await channel.declare_queue(queue, durable=True, arguments=arguments)
+        await declared.purge()
+        for start in range(0, count, 1000):
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(
+                            body(i),
+                            content_type="application/json",
+                            type="bench.tick",
+                            message_id=f"m-{i}",
+                            headers={"traceparent": TRACEPARENT},
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=queue,
+                    )
+                    for i in range(start, min(start + 1000, count))
+                )
+            )
+    finally:
+        await connection.close()
+
+
+async def purge(amqp_url: str, *queues: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in queues:
+            try:
+                queue = await channel.get_queue(name, ensure=True)
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()
+                continue
+            await queue.purge()
+    finally:
+        await connection.close()
+
+
+def benchmark(rounds: int, count: int) -> Benchmark:
+    from bench.drain_worker import VARIANTS
+
+    result = Benchmark(
+        name="consumer",
+        title=f"Consumer drain: {count:,} persistent JSON messages, prefetch 100",
+        metrics=[
+            Metric("msg_per_s", "throughput", "msg/s", True),
+            Metric("cpu_us_per_msg", "CPU", "us/msg", False),
+        ],
+        baseline="aio-pika",
+        variants=list(VARIANTS),
+        notes=[
+            "every variant drains the same durable quorum queue (Lantern's work queue) of messages "
+            "carrying a sampled traceparent; each runs in a fresh process",
+            "CPU = the consumer process's user+system time (all threads, span export included) / messages",
+            "traced = always-on sampling, BatchSpanProcessor, OTLP/HTTP protobuf to a trace sink process",
+            "lantern-full = traced + per message one SQLite transaction recording it in the inbox "
+            "(idempotency) + one confirmed, persistent, mandatory publish of an outcome event",
+        ],
+        targets=[
+            Target(
+                "traced Lantern CPU/msg vs untraced FastStream",
+                "cpu_us_per_msg",
+                "lantern+traced",
+                "faststream",
+                1.25,
+                at_most=True,
+            ),
+            Target(
+                "Lantern full path throughput vs raw aio-pika",
+                "msg_per_s",
+                "lantern-full+traced",
+                "aio-pika",
+                0.5,
+            ),
+        ],
+    )
+    with workplace() as (amqp_url, workdir, endpoint):
+        env = python_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        for round_number in range(rounds):
+            # Alternate the order too, so a drift in the machine does not favour one variant.
+            order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
+            for variant in order:
+                asyncio.run(fill(amqp_url, DRAIN_QUEUE, count))
+                args = ["--amqp-url", amqp_url, "--queue", DRAIN_QUEUE, "--count", str(count)]
+                if variant.startswith("lantern-full"):
+                    db = workdir / f"inbox-{round_number}.db"
+                    args += ["--database-url", f"sqlite+aiosqlite:///{db}"]
+                sample = run_worker("bench.drain_worker", [variant, *args], env)
+                result.add(variant, sample)
+                print(
+                    f"  consumer round {round_number + 1}/{rounds} {variant:22s} "
+                    f"{sample['msg_per_s']:8.0f} msg/s {sample['cpu_us_per_msg']:7.1f} us/msg",
+                    flush=True,
+                )
+                asyncio.run(purge(amqp_url, DRAIN_QUEUE, DONE_QUEUE.name))
+    return result

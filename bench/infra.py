@@ -1,0 +1,134 @@
+"""What every benchmark needs around it: a RabbitMQ vhost of its own, free ports, a trace sink,
+and a way to run one variant in a fresh process and read back its numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+RABBITMQ_HOST = os.environ.get("LANTERN_BENCH_RABBITMQ", "127.0.0.1:5672")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rabbitmqctl(*args: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        raise RuntimeError(
+            "the benchmarks need rabbitmqctl to make a vhost of their own; install rabbitmq-server"
+        )
+    # The benchmarks run the broker's own admin tool, with arguments they make themselves. It
+    # fails now and then when other clients use it at the same moment, so try again.
+    for attempt in range(3):
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60, check=False)  # noqa: S603, S607
+        if done.returncode == 0:
+            return
+        time.sleep(1 + attempt)
+    raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+
+
+@contextmanager
+def fresh_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost for one benchmark, deleted afterwards; yields its AMQP URL."""
+    vhost = f"lantern-bench-{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"amqp://guest:guest@{RABBITMQ_HOST}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """The environment of a benchmark process: the project's apps on the path, no inherited OTEL_*."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "apps"), str(ROOT)])
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def trace_sink(workdir: Path) -> Iterator[str]:
+    """The devstack's OTLP/HTTP receiver as a process of its own; yields its endpoint."""
+    port = free_port()
+    log = (workdir / "tracesink.log").open("ab")
+    process = subprocess.Popen(  # noqa: S603 - the project's own trace sink
+        [
+            sys.executable,
+            "-m",
+            "devstack.tracesink",
+            "--port",
+            str(port),
+            "--file",
+            str(workdir / "spans.jsonl"),
+        ],
+        env=python_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(endpoint + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the trace sink did not start; see {workdir / 'tracesink.log'}")
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+@contextmanager
+def workplace() -> Iterator[tuple[str, Path, str]]:
+    """A vhost, a scratch directory and a trace sink for one benchmark: (AMQP URL, dir, OTLP endpoint)."""
+    with (
+        fresh_vhost() as amqp_url,
+        tempfile.TemporaryDirectory(prefix="lantern-bench-") as tmp,
+        trace_sink(Path(tmp)) as endpoint,
+    ):
+        yield amqp_url, Path(tmp), endpoint
+
+
+def run_worker(module: str, args: list[str], env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+    """Run `python -m module args` and return the JSON object it prints last on stdout."""
+    done = subprocess.run(  # noqa: S603 - one of the suite's own worker modules
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"{module} {' '.join(args)} failed with exit code {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result

@@ -1,0 +1,110 @@
+"""An open-loop order generator in a process of its own: POST orders through the gateway at a
+fixed rate and time each one until its outcome event (order.confirmed or order.cancelled)
+appears on the broker.
+
+    python -m bench.order_load --gateway URL --amqp-url URL --token T --rate 50 --orders 1000
+
+The outcome is observed on a queue of the bench's own, bound to the events exchange, so the
+measurement adds no polling load to the services. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+
+import aio_pika
+import httpx
+
+ORDER = {"customer_id": "c-bench", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
+OUTCOMES = ("order.confirmed", "order.cancelled")
+
+
+async def run(
+    gateway: str, amqp_url: str, token: str, rate: float, orders: int, drain: float
+) -> dict[str, float]:
+    placed: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    errors = 0
+    all_done = asyncio.Event()
+
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    events = await channel.get_exchange("lantern.events", ensure=True)
+    outcomes = await channel.declare_queue(exclusive=True, auto_delete=True)
+    for key in OUTCOMES:
+        await outcomes.bind(events, routing_key=key)
+
+    async def on_outcome(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            finished.setdefault(json.loads(message.body)["order_id"], time.perf_counter())
+            if len(finished) >= orders:
+                all_done.set()
+
+    await outcomes.consume(on_outcome)
+
+    async def place(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                "/api/orders", json=ORDER, headers={"Idempotency-Key": str(uuid.uuid4())}
+            )
+        except httpx.HTTPError:
+            errors += 1
+            return
+        if response.status_code != 202:
+            errors += 1
+            return
+        placed[response.json()["order_id"]] = started
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=gateway, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
+    ) as client:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(orders):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(place(client)))
+        await asyncio.gather(*tasks)
+        offered_s = time.perf_counter() - start
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_done.wait(), drain)
+    await connection.close()
+
+    latencies = sorted(finished[o] - placed[o] for o in placed if o in finished)
+    count = len(latencies)
+    last = max((finished[o] for o in placed if o in finished), default=start)
+    return {
+        "offered_per_s": orders / offered_s,
+        "placed": len(placed),
+        "completed": count,
+        "errors": errors,
+        "orders_per_s": count / (last - start) if count else 0.0,
+        "p50_ms": latencies[count // 2] * 1000 if count else 0.0,
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.order_load")
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--amqp-url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--rate", type=float, default=50.0, help="orders per second offered")
+    parser.add_argument("--orders", type=int, required=True)
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last outcomes")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.gateway, args.amqp_url, args.token, args.rate, args.orders, args.drain))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Medians, ratios and targets of a benchmark, printed as a table and kept as JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Target:
+    """`variant`'s `metric` divided by `baseline`'s must be at least (or at most) `bound`."""
+
+    description: str
+    metric: str
+    variant: str
+    baseline: str
+    bound: float
+    at_most: bool = False
+
+    def check(self, medians: dict[str, dict[str, float]]) -> tuple[float | None, bool]:
+        try:
+            ratio = medians[self.variant][self.metric] / medians[self.baseline][self.metric]
+        except (KeyError, ZeroDivisionError):
+            return None, False
+        return ratio, (ratio <= self.bound if self.at_most else ratio >= self.bound)
+
+
+@dataclass
+class Benchmark:
+    """The samples of every variant, one per round, and what they are compared against."""
+
+    name: str
+    title: str
+    metrics: list[Metric]
+    baseline: str
+    variants: list[str]
+    notes: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    samples: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def add(self, variant: str, sample: dict[str, float]) -> None:
+        self.samples.setdefault(variant, []).append(sample)
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        return {
+            variant: {
+                metric.key: statistics.median(s[metric.key] for s in samples)
+                for metric in self.metrics
+                if all(metric.key in s for s in samples)
+            }
+            for variant, samples in self.samples.items()
+            if samples
+        }
+
+    def table(self) -> str:
+        medians = self.medians()
+        rounds = max((len(s) for s in self.samples.values()), default=0)
+        header = ["variant"]
+        for metric in self.metrics:
+            header += [f"{metric.label} ({metric.unit})", "ratio"]
+        rows = [header]
+        for variant in self.variants:
+            if variant not in medians:
+                continue
+            row = [variant]
+            for metric in self.metrics:
+                value = medians[variant].get(metric.key)
+                base = medians.get(self.baseline, {}).get(metric.key)
+                row.append("-" if value is None else _number(value))
+                row.append("-" if value is None or not base else f"{value / base:.2f}x")
+            rows.append(row)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [f"## {self.title}  (median of {rounds} rounds; ratio = variant / {self.baseline})"]
+        for n, row in enumerate(rows):
+            lines.append(
+                "| "
+                + " | ".join(
+                    cell.ljust(w) if i == 0 else cell.rjust(w)
+                    for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                )
+                + " |"
+            )
+            if n == 0:
+                lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for target in self.targets:
+            ratio, met = target.check(medians)
+            shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+            sign = "<=" if target.at_most else ">="
+            verdict = "MET" if met else "NOT MET"
+            lines.append(f"target: {target.description}: {shown} (needs {sign} {target.bound}x) {verdict}")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        medians = self.medians()
+        return {
+            "title": self.title,
+            "baseline": self.baseline,
+            "metrics": [vars(m) for m in self.metrics],
+            "medians": medians,
+            "samples": self.samples,
+            "notes": self.notes,
+            "targets": [
+                {**vars(t), "ratio": ratio, "met": met}
+                for t in self.targets
+                for ratio, met in [t.check(medians)]
+            ],
+        }
+
+
+def progress(sample: dict[str, float], **units: str) -> str:
+    """One sample as `value unit` pairs, for the lines printed while a benchmark runs."""
+    return "  ".join(f"{sample[key]:8.1f} {unit}" for key, unit in units.items())
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def write_results(benchmarks: list[Benchmark], command: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC)
+    document = {
+        "command": command,
+        "finished_at": stamp.isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "benchmarks": {b.name: b.as_json() for b in benchmarks},
+    }
+    text = json.dumps(document, indent=2)
+    (RESULTS_DIR / f"{stamp:%Y%m%dT%H%M%SZ}.json").write_text(text)
+    latest = RESULTS_DIR / "latest.json"
+    latest.write_text(text)
+    return latest
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH, as make does
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
