@@ -23,7 +23,10 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
     """A broker with publisher confirms, explicit acks after processing and tracing.
 
     Unroutable publishes raise instead of vanishing, and shutdown waits for in-flight
-    messages up to the service's drain time.
+    messages up to the service's drain time. Subscribers come from `subscribe()`, which
+    validates each body with its event's model itself; FastStream's dependency injection is
+    off, as it would only add per-message work (and a worker-thread hop for any plain
+    function it resolves).
     """
     return RabbitBroker(
         settings.amqp_url,
@@ -36,6 +39,7 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         graceful_timeout=settings.shutdown_timeout,
         middlewares=(TracingMiddleware,),
+        apply_types=False,
         logger=logging.getLogger(f"{service_name}.broker"),
         # FastStream's per-message "Received"/"Processed" lines repeat the consumer spans.
         log_level=logging.DEBUG,

@@ -4,6 +4,10 @@ FastStream's own middleware injects only W3C context, adds an empty "create" spa
 publish, and parents a handler's publishes under the incoming message's context. This one
 makes the publish span the parent of the consumer's process span, and the process span the
 parent of everything the handler does, so the chain of cause and effect is the trace's shape.
+
+It runs for every message, so it does the least it can: without an SDK tracer provider it only
+passes the context on; with one, it starts the span directly (not through the decorator-based
+`start_as_current_span`) with the attributes the trace contract needs and no duplicates.
 """
 
 from __future__ import annotations
@@ -11,25 +15,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import AsyncFuncAny
     from faststream.message import StreamMessage
     from faststream.rabbit.response import RabbitPublishCommand
 
-_tracer = trace.get_tracer("lantern_runtime.messaging")
+_SCOPE = "lantern_runtime.messaging"
+# The global provider and its tracer, so a message does not look the tracer up again; None
+# while no SDK provider is set (OTEL_SDK_DISABLED, or before setup_telemetry).
+_cached: tuple[trace.TracerProvider, trace.Tracer | None] | None = None
+
+
+def _tracer() -> trace.Tracer | None:
+    global _cached
+    provider = trace.get_tracer_provider()
+    if _cached is None or _cached[0] is not provider:
+        untraced = isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
+        _cached = (provider, None if untraced else provider.get_tracer(_SCOPE))
+    return _cached[1]
 
 
 def _publish_attributes(cmd: RabbitPublishCommand) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": "rabbitmq",
+        "messaging.operation": "publish",
         "messaging.destination.name": cmd.exchange.name or "amq.default",
         "messaging.rabbitmq.destination.routing_key": cmd.destination,
-        "messaging.operation": "publish",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "publish",
     }
     if message_id := cmd.message_options.get("message_id"):
         attributes["messaging.message.id"] = message_id
@@ -42,12 +56,9 @@ def _process_attributes(msg: StreamMessage[Any]) -> dict[str, Any]:
     raw = msg.raw_message
     attributes: dict[str, Any] = {
         "messaging.system": "rabbitmq",
+        "messaging.operation": "process",
         "messaging.destination.name": raw.exchange or "amq.default",
         "messaging.rabbitmq.destination.routing_key": raw.routing_key or "",
-        "messaging.operation": "process",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.message.body.size": len(msg.body),
     }
     if msg.message_id:
         attributes["messaging.message.id"] = msg.message_id
@@ -56,24 +67,54 @@ def _process_attributes(msg: StreamMessage[Any]) -> dict[str, Any]:
     return attributes
 
 
+async def _in_span(
+    span: trace.Span, call_next: AsyncFuncAny, arg: Any, headers: dict[str, Any] | None
+) -> Any:
+    """Run call_next with `span` current; record an escaping error on it, as use_span would."""
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        if headers is not None:
+            propagate.inject(headers)
+        return await call_next(arg)
+    except Exception as error:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        raise
+    finally:
+        context.detach(token)
+        span.end()
+
+
 class TracingMiddleware(BaseMiddleware):
     async def publish_scope(  # type: ignore[override]  # a Rabbit broker only publishes Rabbit commands
         self, call_next: AsyncFuncAny, cmd: RabbitPublishCommand
     ) -> Any:
-        with _tracer.start_as_current_span(
+        tracer = _tracer()
+        if tracer is None:
+            # No spans, but the context in force (e.g. an incoming message's) still travels on.
+            propagate.inject(cmd.headers)
+            return await call_next(cmd)
+        span = tracer.start_span(
             f"publish {cmd.message_options.get('message_type') or cmd.destination}",
             kind=SpanKind.PRODUCER,
             attributes=_publish_attributes(cmd),
-        ):
-            propagate.inject(cmd.headers)
-            return await call_next(cmd)
+        )
+        return await _in_span(span, call_next, cmd, cmd.headers)
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
         parent = propagate.extract(msg.headers)
-        with _tracer.start_as_current_span(
-            f"process {msg.raw_message.type or msg.raw_message.routing_key}",
+        tracer = _tracer()
+        if tracer is None:
+            token = context.attach(parent)
+            try:
+                return await call_next(msg)
+            finally:
+                context.detach(token)
+        raw = msg.raw_message
+        span = tracer.start_span(
+            f"process {raw.type or raw.routing_key}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=_process_attributes(msg),
-        ):
-            return await call_next(msg)
+        )
+        return await _in_span(span, call_next, msg, None)

@@ -62,6 +62,21 @@ class Telemetry:
                 provider.shutdown()
 
 
+class _HashedOnceResource(Resource):
+    """A Resource that computes its hash once. The OTLP encoder groups every exported span by
+    its resource, and Resource.__hash__ serialises all the attributes to JSON on each call."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other)
+
+
 def _sdk_disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "false").strip().lower() == "true"
 
@@ -129,7 +144,7 @@ def setup_telemetry(
         return telemetry
 
     # OTEL_RESOURCE_ATTRIBUTES are merged in; service.name is always this service's own.
-    resource = Resource.create({SERVICE_NAME: service_name})
+    resource = _HashedOnceResource(Resource.create({SERVICE_NAME: service_name}))
     # TracerProvider reads OTEL_TRACES_SAMPLER(_ARG); BatchSpanProcessor reads OTEL_BSP_*.
     tracer_provider = TracerProvider(resource=resource)
     for processor in extra_span_processors:
