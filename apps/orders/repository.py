@@ -167,32 +167,28 @@ class OrderRepository:
         """Cancel orders whose payment has not settled within the deadline, so none stays pending."""
         now = datetime.now(UTC)
         reason = f"payment not settled within {deadline.total_seconds():g}s"
-        cancelled = []
+        overdue = (
+            select(orders.c.id)
+            .where(orders.c.status == OrderStatus.PENDING.value, orders.c.created_at < now - deadline)
+            .order_by(orders.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
         async with self._engine.begin() as conn:
+            # One UPDATE … RETURNING: the transaction starts with its write (see storage.database).
             rows = (
                 await conn.execute(
-                    select(orders)
-                    .where(orders.c.status == OrderStatus.PENDING.value, orders.c.created_at < now - deadline)
-                    .order_by(orders.c.created_at)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
+                    update(orders)
+                    .where(orders.c.id.in_(overdue), orders.c.status == OrderStatus.PENDING.value)
+                    .values(status=OrderStatus.CANCELLED.value, status_reason=reason, updated_at=now)
+                    .returning(*orders.c)
                 )
             ).all()
-            for row in rows:
-                order = replace(
-                    _record(row),
-                    status=settle(OrderStatus(row.status), paid=False),
-                    status_reason=reason,
-                    updated_at=now,
-                )
-                await conn.execute(
-                    update(orders)
-                    .where(orders.c.id == order.id)
-                    .values(status=order.status.value, status_reason=reason, updated_at=now)
-                )
+            cancelled = [_record(row) for row in rows]
+            for order in cancelled:
                 event = _outcome_event(order)
                 await add_to_outbox(
                     conn, outbox, event, message_id=f"{order.id}:{event.event_type}", correlation_id=order.id
                 )
-                cancelled.append(order)
         return cancelled

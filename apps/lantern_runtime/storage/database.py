@@ -29,9 +29,10 @@ def create_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(connection: Any) -> None:
-            # IMMEDIATE takes the write lock up front: a read-then-write transaction can then
-            # wait its turn instead of failing with "database is locked" when it tries to write.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A deferred BEGIN: readers never wait for the writer. Writing transactions start
+            # with their write (INSERT, or UPDATE … RETURNING), so they wait for the lock in the
+            # busy timeout instead of failing to upgrade a read lock.
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

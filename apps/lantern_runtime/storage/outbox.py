@@ -3,6 +3,10 @@ and a relay publishes them with broker confirms, then marks them sent.
 
 A commit wakes the relay at once; a poll catches what a crash left behind. Rows are published
 in the trace context saved with them, so the trace connects even after a restart.
+
+No transaction is held while publishing: a batch is claimed with a short lease in one
+statement, published, then marked sent. A relay that dies mid-batch leaves its lease to
+expire, and another (or the next start) publishes the rest; consumers drop the duplicates.
 """
 
 from __future__ import annotations
@@ -10,12 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +55,8 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("trace_headers", JSON, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("sent_at", DateTime(timezone=True), index=True),
+        # Until then the row is being published by the relay that claimed it.
+        Column("claimed_until", DateTime(timezone=True)),
     )
 
 
@@ -67,12 +86,14 @@ class OutboxRelay:
         *,
         poll_seconds: float,
         batch_size: int = 100,
+        lease_seconds: float = 30.0,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
         self._publisher = publisher
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
+        self._lease = timedelta(seconds=lease_seconds)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -106,19 +127,11 @@ class OutboxRelay:
                 logger.warning("outbox relay could not publish; will retry", extra={"error": str(error)})
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unsent rows; returns how many were sent."""
-        outbox = self._outbox
-        async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self._batch_size)
-                    # Replicas share the table; each row is published by the one that locks it.
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+        """Publish one batch of unsent rows; returns how many were sent. Raises on the first row
+        the broker does not take, after marking those before it sent."""
+        rows = await self._claim()
+        sent: list[int] = []
+        try:
             for row in rows:
                 token = otel_context.attach(propagate.extract(row.trace_headers or {}))
                 try:
@@ -130,7 +143,44 @@ class OutboxRelay:
                     )
                 finally:
                     otel_context.detach(token)
+                sent.append(row.id)
+        finally:
+            await self._settle(sent, [row.id for row in rows if row.id not in sent])
+        return len(sent)
+
+    async def _claim(self) -> list[Any]:
+        outbox = self._outbox
+        now = datetime.now(UTC)
+        due = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.sent_at.is_(None),
+                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+            )
+            .order_by(outbox.c.id)
+            .limit(self._batch_size)
+            # Replicas share the table; on PostgreSQL each row goes to the one that locks it.
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with self._engine.begin() as conn:
+            claimed = await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(due))
+                .values(claimed_until=now + self._lease)
+                .returning(*outbox.c)
+            )
+            return sorted(claimed.all(), key=lambda row: row.id)
+
+    async def _settle(self, sent: list[int], unsent: list[int]) -> None:
+        outbox = self._outbox
+        if not sent and not unsent:
+            return
+        async with self._engine.begin() as conn:
+            if sent:
                 await conn.execute(
-                    update(outbox).where(outbox.c.id == row.id).values(sent_at=datetime.now(UTC))
+                    update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=datetime.now(UTC))
                 )
-        return len(rows)
+            if unsent:
+                # Released at once, so the next pass retries them without waiting out the lease.
+                await conn.execute(update(outbox).where(outbox.c.id.in_(unsent)).values(claimed_until=None))
