@@ -24,6 +24,7 @@ def create_app(settings: BankSettings, telemetry: Telemetry) -> tuple[FastAPI, R
     ledger = Ledger(settings.bank_approval_limit)
     app = service_app(
         SERVICE_NAME,
+        subject_secret=settings.gateway_subject_secret,
         readiness=readiness,
         telemetry=telemetry,
         routers=[bank_router(ledger, settings)],

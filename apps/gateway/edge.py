@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 
-from gateway.subject import SIGNATURE_HEADER, SUBJECT_HEADER
+from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER
 from lantern_runtime.problems import problem_response
 
 if TYPE_CHECKING:

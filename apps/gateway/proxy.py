@@ -11,7 +11,7 @@ import httpx
 from fastapi import Response
 
 from gateway.edge import REQUEST_ID_HEADER
-from gateway.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
+from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
 from lantern_runtime.problems import Problem
 from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from lantern_runtime.health import health_router
 from lantern_runtime.problems import install_problem_handlers
+from lantern_runtime.subject import TrustedSubject
 from lantern_runtime.telemetry import instrument_app
 
 if TYPE_CHECKING:
@@ -30,12 +31,15 @@ def service_app(
     lifespan: Callable[[FastAPI], Any] | None = None,
     description: str = "",
     outer_middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
+    subject_secret: str | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """`outer_middleware` wraps the app outside the server span, first listed outermost;
-    `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
+    `subject_secret` (GATEWAY_SUBJECT_SECRET) lets the app trust the gateway's signed
+    X-Lantern-Subject; `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
     app = FastAPI(title=name, description=description, lifespan=lifespan, **fastapi_options)
     install_problem_handlers(app)
+    app.add_middleware(TrustedSubject, secret=subject_secret)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

@@ -17,6 +17,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long a service drains in-flight work on SIGTERM; the chart's grace period exceeds it.
     shutdown_timeout: float = Field(default=20.0, gt=0)
+    # Shared with the gateway: a request's X-Lantern-Subject is trusted only when signed with it.
+    gateway_subject_secret: str | None = None
 
 
 class BrokerSettings(ServiceSettings):

@@ -42,6 +42,7 @@ def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAP
 
     app = service_app(
         SERVICE_NAME,
+        subject_secret=settings.gateway_subject_secret,
         readiness=readiness,
         telemetry=telemetry,
         routers=[notifications_router(sender)],

@@ -50,6 +50,7 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
 
     app = service_app(
         SERVICE_NAME,
+        subject_secret=settings.gateway_subject_secret,
         readiness=readiness,
         telemetry=telemetry,
         routers=[orders_router(repository, relay)],

@@ -49,6 +49,7 @@ def create_app(settings: PaymentsSettings, telemetry: Telemetry) -> tuple[FastAP
 
     app = service_app(
         SERVICE_NAME,
+        subject_secret=settings.gateway_subject_secret,
         readiness=readiness,
         telemetry=telemetry,
         lifespan=parts.running,

@@ -101,6 +101,10 @@ def test_an_approved_order_is_confirmed_in_one_connected_trace(stack: Stack, gat
     assert final_status(gateway, order_id) == "confirmed"
     problems, tree = settled_trace_problems(stack.spans_file, trace_id_of(response), "authorized")
     assert problems == [], tree
+    # orders trusted the subject because the gateway signed it.
+    spans = traces_by_id(stack.spans_file)[trace_id_of(response)]
+    [orders_server] = [s for s in spans if s.service == "orders" and s.kind == "server"]
+    assert orders_server.attributes.get("enduser.id") == "test-client"
 
 
 def test_an_order_over_the_bank_limit_is_cancelled_in_one_connected_trace(

@@ -21,7 +21,7 @@ from devstack.loopback import free_port, serving
 from gateway.auth import issue_token
 from gateway.bootstrap import create_app
 from gateway.settings import EdgeSettings, GatewaySettings
-from gateway.subject import subject_is_genuine
+from lantern_runtime.subject import subject_is_genuine
 from lantern_runtime.telemetry import Telemetry
 
 if TYPE_CHECKING:
