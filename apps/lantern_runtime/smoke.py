@@ -10,11 +10,30 @@ import time
 import uuid
 
 import httpx
+import jwt
 
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
 from lantern_runtime.trace_formats import spans_from_jaeger_json
 
+SMOKE_SCOPES = ("orders:write", "orders:read")
 ORDER = {"customer_id": "smoke-test", "items": [{"sku": "smoke", "quantity": 1, "unit_price": "1.00"}]}
+
+
+def mint_token(secret: str, *, ttl: int = 300, issuer: str | None = None, audience: str | None = None) -> str:
+    """A short-lived HS256 token with the smoke test's scopes, for a gateway that checks
+    GATEWAY_JWT_SECRET (development and kind); the claims are those gateway.auth requires."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": "helm-test",
+        "scope": " ".join(SMOKE_SCOPES),
+        "iat": now,
+        "exp": now + ttl,
+    }
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def place_order(gateway: httpx.Client) -> tuple[str, str]:
@@ -55,9 +74,29 @@ def main() -> int:
         default=os.environ.get("LANTERN_SMOKE_TOKEN"),
         help="bearer token with scopes orders:write and orders:read (default: $LANTERN_SMOKE_TOKEN)",
     )
+    parser.add_argument(
+        "--hs256-secret-env",
+        metavar="NAME",
+        help="mint a short-lived HS256 token from the secret in this environment variable "
+        "(e.g. GATEWAY_JWT_SECRET), with GATEWAY_JWT_ISSUER/GATEWAY_JWT_AUDIENCE when set",
+    )
     args = parser.parse_args()
+    if args.hs256_secret_env:
+        secret = os.environ.get(args.hs256_secret_env)
+        if not secret:
+            parser.error(
+                f"--hs256-secret-env {args.hs256_secret_env}: that environment variable is unset or empty"
+            )
+        args.token = mint_token(
+            secret,
+            ttl=max(300, round(args.timeout) + 60),
+            issuer=os.environ.get("GATEWAY_JWT_ISSUER"),
+            audience=os.environ.get("GATEWAY_JWT_AUDIENCE"),
+        )
     if not args.token:
-        parser.error("the gateway needs a bearer token: pass --token or set LANTERN_SMOKE_TOKEN")
+        parser.error(
+            "the gateway needs a bearer token: pass --token, set LANTERN_SMOKE_TOKEN or --hs256-secret-env"
+        )
     deadline = time.monotonic() + args.timeout
     with (
         httpx.Client(

@@ -268,7 +268,7 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
     jobs = [j for j in render.of_kind("Job") if j["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     assert len(jobs) == 1
     (container,) = jobs[0]["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == [
+    smoke = [
         "python",
         "-m",
         "lantern_runtime.smoke",
@@ -277,8 +277,19 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
         "--jaeger",
         "http://jaeger:16686",
     ]
-    gateway_image = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert container["image"] == gateway_image
+    gateway = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == gateway["image"]
+    env = _env(container)
+    if render.values["auth"]["jwksUrl"]:
+        # OIDC: a token from the identity provider, kept in a Secret the operator made.
+        assert container["command"] == smoke
+        token = render.values["smokeTest"]["tokenSecret"]
+        assert env["LANTERN_SMOKE_TOKEN"]["valueFrom"]["secretKeyRef"] == token
+        assert "GATEWAY_JWT_SECRET" not in env
+    else:
+        # Development keys: the Job mints its token from the very secret the gateway checks.
+        assert container["command"] == [*smoke, "--hs256-secret-env", "GATEWAY_JWT_SECRET"]
+        assert env["GATEWAY_JWT_SECRET"] == _env(gateway)["GATEWAY_JWT_SECRET"]
 
 
 def test_config_change_rolls_the_pods(helm) -> None:
@@ -300,6 +311,15 @@ def test_config_change_rolls_the_pods(helm) -> None:
             "postgres.external.existingSecrets=x",
             "additional properties 'existingSecrets' not allowed",
         ),
+        ("postgres.external.urlKey=url", "additional properties 'urlKey' not allowed"),
+        ("auth.jwksUrl=http://idp.example.com/jwks", "auth/jwksUrl"),
+        ("auth.jwksEgressTo[0].cidr=idp.example.com", "auth/jwksEgressTo/0/cidr"),
+        ("edge.rateLimit=0", "edge/rateLimit"),
+        ("edge.forwardedAllowIps[0]=envoy", "edge/forwardedAllowIps/0"),
+        ("edge.routes[0].scopes.FETCH[0]=orders:read", "invalid propertyName 'FETCH'"),
+        ("edge.routes[0].upstream.retries=3", "additional properties 'retries' not allowed"),
+        ("redis.url=redis://redis:6379", "additional properties 'url' not allowed"),
+        ("smokeTest.tokenSecret.token=x", "additional properties 'token' not allowed"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, override: str, complaint: str) -> None:
@@ -314,14 +334,55 @@ def test_disabled_broker_without_a_url_fails_with_a_reason(helm) -> None:
     assert "rabbitmq.external.existingSecret" in result.stderr
 
 
-def test_orders_falls_back_to_sqlite_in_tmp(helm) -> None:
-    objects = [
-        o for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout) if o
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        (
+            ["auth.jwksUrl=https://idp.example.com/jwks", "smokeTest.tokenSecret.name=smoke-token"],
+            "auth.jwksEgressTo is empty",
+        ),
+        (
+            [
+                "auth.jwksUrl=https://idp.example.com/jwks",
+                "auth.jwksEgressTo[0].cidr=198.51.100.0/24",
+                "auth.jwksEgressTo[0].ports[0]=443",
+            ],
+            "smokeTest.tokenSecret.name",
+        ),
+        (["redis.existingSecret=lantern-redis"], "redis.egressTo is empty"),
+    ],
+)
+def test_incomplete_edge_settings_fail_with_a_reason(helm, overrides: list[str], complaint: str) -> None:
+    args = [arg for override in overrides for arg in ("--set", override)]
+    result = helm(*template_args(*args), check=False)
+    assert result.returncode != 0, f"{overrides} were accepted"
+    assert complaint in result.stderr
+
+
+def test_development_keys_come_from_the_chart_secret_and_oidc_keeps_only_the_subject_key(
+    renders: dict[str, Render], helm
+) -> None:
+    secret = renders["default"].get("Secret", "gateway-auth")["stringData"]
+    assert set(secret) == {"jwt-secret", "subject-secret"}
+    assert all(len(value) >= 32 for value in secret.values())
+    assert secret["jwt-secret"] != secret["subject-secret"]
+    oidc = [
+        o
+        for o in yaml.safe_load_all(
+            helm(
+                *template_args(
+                    *("--set", "auth.jwksUrl=https://idp.example.com/jwks"),
+                    *("--set", "auth.jwksEgressTo[0].cidr=198.51.100.0/24"),
+                    *("--set", "auth.jwksEgressTo[0].ports[0]=443"),
+                    *("--set", "smokeTest.tokenSecret.name=smoke-token"),
+                )
+            ).stdout
+        )
+        if o
     ]
-    (orders,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "orders"]
-    env = _env(orders["spec"]["template"]["spec"]["containers"][0])
-    assert env["DATABASE_URL"]["value"] == "sqlite+aiosqlite:////tmp/orders.db"
-    assert not [o for o in objects if o["metadata"]["name"].startswith("postgres")]
+    (generated,) = [o for o in oidc if o["kind"] == "Secret" and o["metadata"]["name"] == "gateway-auth"]
+    assert set(generated["stringData"]) == {"subject-secret"}
+    assert not [o for o in renders["staging"].objects if o["metadata"]["name"] == "gateway-auth"]
 
 
 def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None:

@@ -9,6 +9,7 @@ are not pods of the release are named by token: `ns:NAME`, `cidr:RANGE`, `dns`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.deploy
 Flow = tuple[str, str, int | str, str]  # source, destination, port, protocol
 
 SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
+# Each talks to RabbitMQ and owns a PostgreSQL database.
+BROKER_AND_DATABASE_USERS = ("orders", "payments", "notifier")
 
 
 def _pods(render: Render) -> dict[str, dict[str, str]]:
@@ -106,7 +109,9 @@ def expected_flows(render: Render) -> set[Flow]:
     def tcp(source: str, destination: str, *ports: int) -> None:
         flows.update((source, destination, port, "TCP") for port in ports)
 
-    tcp("gateway", "orders", 8001)
+    # The gateway reaches what its route table names: by default orders:8001 only.
+    for route in values["edge"]["routes"]:
+        tcp("gateway", route["service"], route["port"])
     tcp("payments", "bank", 8003)
     for app in SERVICES:
         tcp(app, "otel-collector", 4317, 4318)
@@ -116,18 +121,19 @@ def expected_flows(render: Render) -> set[Flow]:
     for cidr in values["networkPolicy"]["kubeAPIServer"]["cidrs"]:
         tcp("otel-collector", f"cidr:{cidr}", 443, 6443)
 
-    if values["rabbitmq"]["enabled"]:
-        for app in ("orders", "payments", "notifier"):
-            tcp(app, "rabbitmq", 5672)
-    else:
-        for rule in values["rabbitmq"]["external"]["egressTo"]:
-            for app in ("orders", "payments", "notifier"):
-                tcp(app, f"cidr:{rule['cidr']}", *rule["ports"])
-    if values["postgres"]["enabled"]:
-        tcp("orders", "postgres", 5432)
-    else:
-        for rule in values["postgres"]["external"]["egressTo"]:
-            tcp("orders", f"cidr:{rule['cidr']}", *rule["ports"])
+    for backend, port in (("rabbitmq", 5672), ("postgres", 5432)):
+        for app in BROKER_AND_DATABASE_USERS:
+            if values[backend]["enabled"]:
+                tcp(app, backend, port)
+            else:
+                for rule in values[backend]["external"]["egressTo"]:
+                    tcp(app, f"cidr:{rule['cidr']}", *rule["ports"])
+    if values["auth"]["jwksUrl"]:
+        for rule in values["auth"]["jwksEgressTo"]:
+            tcp("gateway", f"cidr:{rule['cidr']}", *rule["ports"])
+    if values["redis"]["existingSecret"]:
+        for rule in values["redis"]["egressTo"]:
+            tcp("gateway", f"cidr:{rule['cidr']}", *rule["ports"])
 
     if values["ingress"]["gatewayAPI"]["enabled"] or values["ingress"]["ingress"]["enabled"]:
         tcp(f"ns:{values['networkPolicy']['ingressControllerNamespace']}", "gateway", 8080)
@@ -168,3 +174,35 @@ def test_notifier_webhook_egress_comes_from_values(helm) -> None:
     render = Render("webhook", objects, values)
     assert ("notifier", "cidr:203.0.113.0/24", 443, "TCP") in allowed_flows(render)
     assert allowed_flows(render) == expected_flows(render)
+
+
+def test_a_new_route_opens_exactly_its_flow_from_the_gateway(helm) -> None:
+    notifications = {
+        "prefix": "/api/notifications",
+        "service": "notifier",
+        "port": 8004,
+        "scopes": {"GET": ["notifications:read"]},
+    }
+    values = merged_values("default")
+    values["edge"]["routes"] = [*values["edge"]["routes"], notifications]
+    args = template_args("--set-json", f"edge.routes={json.dumps(values['edge']['routes'])}")
+    objects = [o for o in yaml.safe_load_all(helm(*args).stdout) if o]
+    render = Render("notifications-route", objects, values)
+    allowed = allowed_flows(render)
+    assert ("gateway", "notifier", 8004, "TCP") in allowed
+    assert allowed == expected_flows(render)
+
+
+def test_staging_opens_the_identity_provider_and_redis_to_the_gateway_only(
+    renders: dict[str, Render],
+) -> None:
+    staging = renders["staging"]
+    allowed = allowed_flows(staging)
+    for section, rules in (
+        ("auth", staging.values["auth"]["jwksEgressTo"]),
+        ("redis", staging.values["redis"]["egressTo"]),
+    ):
+        assert rules, f"staging values should exercise {section} egress"
+        for rule in rules:
+            sources = {f[0] for f in allowed if f[1] == f"cidr:{rule['cidr']}"}
+            assert sources == {"gateway"}, f"{section}: {rule['cidr']} is open to {sources}"

@@ -4,10 +4,16 @@ declared external in values."""
 
 from __future__ import annotations
 
+import json
+import posixpath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
+
+from gateway.routes import Route
+from tests.deploy.deploy_support import template_args
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,9 +28,12 @@ URL_VARIABLES = {
     "BANK_URL",
     "AMQP_URL",
     "DATABASE_URL",
+    "REDIS_URL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 }
 DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
+SERVICES = ("gateway", "orders", "payments", "bank", "notifier")
+DATABASE_OWNERS = ("orders", "payments", "notifier")
 
 
 def _pods(render: Render) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -38,6 +47,9 @@ def _external_secrets(render: Render) -> set[str]:
     names = {
         values["rabbitmq"]["external"]["existingSecret"],
         values["postgres"]["external"]["existingSecret"],
+        values["auth"]["existingSecret"],
+        values["redis"]["existingSecret"],
+        values["smokeTest"]["tokenSecret"]["name"],
         values["ingress"]["gatewayAPI"]["tls"]["secretName"],
         values["ingress"]["ingress"]["tls"]["secretName"],
     }
@@ -136,9 +148,9 @@ def test_every_url_names_a_service_and_its_port(render: Render) -> None:
 def test_amqp_and_database_urls_reach_the_apps_that_need_them(render: Render) -> None:
     for name, needs in {
         "orders": {"AMQP_URL", "DATABASE_URL"},
-        "payments": {"AMQP_URL", "BANK_URL"},
-        "notifier": {"AMQP_URL"},
-        "gateway": {"ORDERS_URL"},
+        "payments": {"AMQP_URL", "BANK_URL", "DATABASE_URL"},
+        "notifier": {"AMQP_URL", "DATABASE_URL"},
+        "gateway": {"ORDERS_URL", "GATEWAY_ROUTES_FILE"},
     }.items():
         (container,) = render.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
         env = {e["name"] for e in container["env"]}
@@ -209,16 +221,128 @@ def test_every_reference_resolves(render: Render) -> None:
             assert (kind, name) in present, f"{render.mode}: {source} refers to missing {kind}/{name}"
 
 
-def test_staging_takes_broker_and_database_from_existing_secrets(
+def _container(render: Render, deployment: str) -> dict[str, Any]:
+    (container,) = render.get("Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _env_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_staging_takes_broker_and_databases_from_existing_secrets(
     renders: dict[str, Render],
 ) -> None:
     staging = renders["staging"]
-    (orders,) = staging.get("Deployment", "orders")["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e for e in orders["env"]}
-    assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-amqp", "key": "url"}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "lantern-database",
-        "key": "url",
-    }
+    for name in DATABASE_OWNERS:
+        env = _env_refs(_container(staging, name))
+        assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-amqp", "key": "url"}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "lantern-database",
+            "key": f"{name}-url",
+        }
     names = {(o["kind"], o["metadata"]["name"]) for o in staging.objects}
     assert not {("StatefulSet", "rabbitmq"), ("StatefulSet", "postgres")} & names
+
+
+def test_each_service_gets_its_own_database(render: Render) -> None:
+    """DATABASE_URL names the postgres Service and a database and user of the service's
+    own, created by the init script; or it comes from the external Secret."""
+    postgres = render.values["postgres"]
+    for name in DATABASE_OWNERS:
+        ref = _env_refs(_container(render, name))["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        if not postgres["enabled"]:
+            assert ref == {"name": postgres["external"]["existingSecret"], "key": f"{name}-url"}
+            continue
+        url = urlsplit(str(_secret_value(render, ref["name"], ref["key"])))
+        assert (url.scheme, url.hostname, url.port) == ("postgresql+asyncpg", "postgres", 5432)
+        assert (url.path, url.username) == (f"/{name}", name), f"{render.mode}: {name} shares a database"
+        assert url.password == _secret_value(render, ref["name"], f"{name}-password")
+    if postgres["enabled"]:
+        statefulset = render.get("StatefulSet", "postgres")["spec"]["template"]["spec"]
+        (container,) = statefulset["containers"]
+        env = _env_refs(container)
+        script = render.get("ConfigMap", "postgres-init")["data"]["10-service-databases.sh"]
+        for name in DATABASE_OWNERS:
+            variable = f"{name.upper()}_PASSWORD"
+            assert env[variable]["valueFrom"]["secretKeyRef"] == {
+                "name": "postgres-credentials",
+                "key": f"{name}-password",
+            }
+            assert f'service_database {name} "${variable}"' in script
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        init = next(v for v in statefulset["volumes"] if v["name"] == mounts["/docker-entrypoint-initdb.d"])
+        assert init["configMap"]["name"] == "postgres-init"
+
+
+def test_without_postgres_each_service_uses_its_own_sqlite_file(helm) -> None:
+    objects = [
+        o for o in yaml.safe_load_all(helm(*template_args("--set", "postgres.enabled=false")).stdout) if o
+    ]
+    for name in DATABASE_OWNERS:
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        env = _env_refs(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["DATABASE_URL"]["value"] == f"sqlite+aiosqlite:////tmp/{name}.db"
+    assert not [o for o in objects if o["metadata"]["name"].startswith("postgres")]
+
+
+def test_the_gateway_always_has_a_key_to_check_tokens_with(render: Render) -> None:
+    container = _container(render, "gateway")
+    config = render.get("ConfigMap", "gateway-config")["data"]
+    env = _env_refs(container)
+    jwks_url = config.get("GATEWAY_JWKS_URL")
+    assert jwks_url == (render.values["auth"]["jwksUrl"] or None)
+    if jwks_url:
+        assert jwks_url.startswith("https://")
+        assert "GATEWAY_JWT_SECRET" not in env
+        return
+    ref = env["GATEWAY_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
+    secret = _secret_value(render, ref["name"], ref["key"])
+    assert secret is None or len(secret) >= 32, f"{render.mode}: the HS256 secret is too short"
+
+
+def test_every_service_verifies_the_subject_with_the_same_secret(render: Render) -> None:
+    refs = {
+        name: _env_refs(_container(render, name))["GATEWAY_SUBJECT_SECRET"]["valueFrom"]["secretKeyRef"]
+        for name in SERVICES
+    }
+    assert len({json.dumps(ref, sort_keys=True) for ref in refs.values()}) == 1, refs
+    ref = refs["gateway"]
+    assert ref["key"] == "subject-secret"
+    secret = _secret_value(render, ref["name"], ref["key"])
+    assert secret is None or len(secret) >= 32
+
+
+def test_the_route_table_is_valid_for_the_gateway_and_reaches_rendered_services(render: Render) -> None:
+    config = render.get("ConfigMap", "gateway-config")["data"]
+    routes_file = config["GATEWAY_ROUTES_FILE"]
+    pod = render.get("Deployment", "gateway")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[posixpath.dirname(routes_file)])
+    configmap = render.get("ConfigMap", volume["configMap"]["name"])
+    entries = json.loads(configmap["data"][posixpath.basename(routes_file)])
+    assert entries, f"{render.mode}: the route table is empty"
+    for entry in entries:
+        route = Route.model_validate(entry)
+        _service_port(render, route.service, route.port, f"{render.mode}: route {route.prefix}")
+    orders = next(Route.model_validate(e) for e in entries if e["prefix"] == "/api/orders")
+    assert orders.scopes == {"POST": ["orders:write"], "GET": ["orders:read"]}
+    assert (orders.service, orders.port) == ("orders", 8001)
+
+
+def test_a_route_to_a_missing_service_or_port_fails_with_a_reason(helm) -> None:
+    for service, port, complaint in (("ledger", 8001, '"ledger"'), ("orders", 9000, "port 9000")):
+        route = {"prefix": "/api/x", "service": service, "port": port, "scopes": {"GET": ["x"]}}
+        result = helm(*template_args("--set-json", f"edge.routes={json.dumps([route])}"), check=False)
+        assert result.returncode != 0, route
+        assert complaint in result.stderr, result.stderr
+        assert "edge.routes[0]" in result.stderr, result.stderr
+
+
+def test_the_gateway_reads_redis_from_the_existing_secret_in_staging(renders: dict[str, Render]) -> None:
+    staging = renders["staging"]
+    env = _env_refs(_container(staging, "gateway"))
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-redis", "key": "url"}
+    assert "REDIS_URL" not in _env_refs(_container(renders["default"], "gateway"))
+    assert staging.get("ConfigMap", "gateway-config")["data"]["GATEWAY_HSTS_MAX_AGE"] == "31536000"
+    assert "GATEWAY_HSTS_MAX_AGE" not in renders["kind"].get("ConfigMap", "gateway-config")["data"]

@@ -58,31 +58,101 @@ capabilities:
 {{- end -}}
 {{- end }}
 
-{{/* Name of the Secret and key that hold DATABASE_URL, or {} for SQLite in /tmp. */}}
+{{/*
+Name of the Secret and key that hold one component's DATABASE_URL, or {} for
+SQLite in /tmp. Each component with `database: true` has its own database.
+Call with (dict "root" $ "name" "orders").
+*/}}
 {{- define "lantern.databaseSecret" -}}
-{{- if .Values.postgres.enabled -}}
-{{ dict "name" "postgres-credentials" "key" "url" | toJson }}
-{{- else if .Values.postgres.external.existingSecret -}}
-{{ dict "name" .Values.postgres.external.existingSecret "key" .Values.postgres.external.urlKey | toJson }}
+{{- $postgres := .root.Values.postgres -}}
+{{- if $postgres.enabled -}}
+{{ dict "name" "postgres-credentials" "key" (printf "%s-url" .name) | toJson }}
+{{- else if $postgres.external.existingSecret -}}
+{{ dict "name" $postgres.external.existingSecret "key" (printf "%s-url" .name) | toJson }}
 {{- else -}}
 {{ dict | toJson }}
 {{- end -}}
 {{- end }}
 
+{{/* Names of the enabled components that own a database, sorted. */}}
+{{- define "lantern.databaseOwners" -}}
+{{- $names := list -}}
+{{- range $name, $c := .Values.components }}{{ if and $c.enabled $c.database }}{{ $names = append $names $name }}{{ end }}{{ end -}}
+{{ $names | sortAlpha | toJson }}
+{{- end }}
+
+{{/* The Secret with the gateway's jwt-secret and everyone's subject-secret. */}}
+{{- define "lantern.authSecret" -}}
+{{- .Values.auth.existingSecret | default "gateway-auth" -}}
+{{- end }}
+
 {{/*
-A password from values, else the one already stored in the Secret, else a new
-random one: upgrades keep what install generated.
+Environment variables a component reads from Secrets, as a JSON list of
+{env, secret, key}: AMQP_URL, DATABASE_URL, the subject key for everyone and,
+for the gateway, its token key and REDIS_URL.
+Call with (dict "root" $ "name" "orders" "component" $c).
+*/}}
+{{- define "lantern.secretEnv" -}}
+{{- $v := .root.Values -}}
+{{- $out := list -}}
+{{- if .component.amqp }}
+{{- $amqp := include "lantern.amqpSecret" .root | fromJson -}}
+{{- $out = append $out (dict "env" "AMQP_URL" "secret" $amqp.name "key" $amqp.key) -}}
+{{- end }}
+{{- if .component.database }}
+{{- $db := include "lantern.databaseSecret" (dict "root" .root "name" .name) | fromJson -}}
+{{- if $db.name }}{{ $out = append $out (dict "env" "DATABASE_URL" "secret" $db.name "key" $db.key) }}{{ end -}}
+{{- end }}
+{{- $auth := include "lantern.authSecret" .root -}}
+{{- $out = append $out (dict "env" "GATEWAY_SUBJECT_SECRET" "secret" $auth "key" "subject-secret") -}}
+{{- if eq .name "gateway" }}
+{{- if not $v.auth.jwksUrl }}{{ $out = append $out (dict "env" "GATEWAY_JWT_SECRET" "secret" $auth "key" "jwt-secret") }}{{ end -}}
+{{- if $v.redis.existingSecret }}{{ $out = append $out (dict "env" "REDIS_URL" "secret" $v.redis.existingSecret "key" $v.redis.urlKey) }}{{ end -}}
+{{- end }}
+{{- $out | toJson -}}
+{{- end }}
+
+{{/*
+The gateway's plain edge settings (GATEWAY_*, FORWARDED_ALLOW_IPS), merged
+into its ConfigMap. HSTS only where the public entry terminates TLS.
+*/}}
+{{- define "lantern.edgeConfig" -}}
+{{- $v := .Values -}}
+{{- $out := dict
+  "GATEWAY_ROUTES_FILE" "/etc/lantern/gateway/routes.json"
+  "GATEWAY_RATE_LIMIT" ($v.edge.rateLimit | toString)
+  "FORWARDED_ALLOW_IPS" (join "," $v.edge.forwardedAllowIps)
+-}}
+{{- with $v.edge.corsOrigins }}{{ $_ := set $out "GATEWAY_CORS_ORIGINS" (join "," .) }}{{ end -}}
+{{- $tls := or (and $v.ingress.gatewayAPI.enabled $v.ingress.gatewayAPI.tls.enabled) (and $v.ingress.ingress.enabled $v.ingress.ingress.tls.enabled) -}}
+{{- if and $tls $v.edge.hstsMaxAge }}{{ $_ := set $out "GATEWAY_HSTS_MAX_AGE" (int $v.edge.hstsMaxAge | toString) }}{{ end -}}
+{{- with $v.auth.jwksUrl }}{{ $_ := set $out "GATEWAY_JWKS_URL" . }}{{ end -}}
+{{- with $v.auth.issuer }}{{ $_ := set $out "GATEWAY_JWT_ISSUER" . }}{{ end -}}
+{{- with $v.auth.audience }}{{ $_ := set $out "GATEWAY_JWT_AUDIENCE" . }}{{ end -}}
+{{- $out | toJson -}}
+{{- end }}
+
+{{/* The route table as the gateway reads it from GATEWAY_ROUTES_FILE. */}}
+{{- define "lantern.routesJson" -}}
+{{- .Values.edge.routes | toPrettyJson -}}
+{{- end }}
+
+{{/*
+A password from values, else the one already stored in the Secret under `key`
+(default "password"), else a new random one of `length` (default 32): upgrades
+keep what install generated. `helm template` cannot look, so it renders new ones.
 Call with (dict "root" $ "secret" "rabbitmq-credentials" "given" .Values.rabbitmq.auth.password).
 */}}
 {{- define "lantern.password" -}}
+{{- $key := .key | default "password" -}}
 {{- if .given -}}
 {{ .given }}
 {{- else -}}
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
-{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
-{{ index $existing.data "password" | b64dec }}
+{{- if and $existing $existing.data (hasKey $existing.data $key) -}}
+{{ index $existing.data $key | b64dec }}
 {{- else -}}
-{{ randAlphaNum 32 }}
+{{ randAlphaNum (.length | default 32) }}
 {{- end -}}
 {{- end -}}
 {{- end }}
