@@ -22,6 +22,7 @@ from lantern_runtime.messaging import (
 )
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, REASON_HEADER
 from lantern_runtime.messaging.publisher import Event
+from lantern_runtime.messaging.topology import DELIVERY_LIMIT
 from lantern_runtime.settings import BrokerSettings
 from tests.integration.conftest import drain, queues_in
 
@@ -89,7 +90,7 @@ async def test_the_topology_is_durable_quorum_queues_with_a_delivery_limit_and_d
     work = queues["tests.widgets"]
     assert work["type"] == "quorum"
     assert work["durable"] is True
-    assert work["arguments"]["x-delivery-limit"] == 3
+    assert work["arguments"]["x-delivery-limit"] == DELIVERY_LIMIT
     assert work["arguments"]["x-dead-letter-exchange"] == "lantern.dead-letters"
     assert queues["tests.widgets.retry"]["arguments"]["x-dead-letter-routing-key"] == "tests.widgets"
     assert queues["tests.widgets.dead"]["type"] == "quorum"

@@ -64,7 +64,7 @@ async def test_the_relay_publishes_committed_events_in_their_trace_and_marks_the
     broker = build_broker(BrokerSettings(amqp_url=amqp_url), "orders")
     await broker.connect()
     try:
-        await declare_topology(broker, ORDER_FLOW, delivery_limit=5)
+        await declare_topology(broker, ORDER_FLOW)
         relay = OutboxRelay(engine, outbox, EventPublisher(broker), poll_seconds=60)
         assert await relay.publish_pending() == 1
         assert await relay.publish_pending() == 0

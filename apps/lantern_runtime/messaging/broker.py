@@ -48,12 +48,12 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
     )
 
 
-async def declare_topology(broker: RabbitBroker, topology: Topology, delivery_limit: int) -> None:
+async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
     """Declare every exchange, queue and binding of the flow; idempotent, so every service may."""
     events = await broker.declare_exchange(EVENTS_EXCHANGE)
     dead_letters = await broker.declare_exchange(DEAD_LETTER_EXCHANGE)
     for spec in topology.queues:
-        work = await broker.declare_queue(spec.work_queue(delivery_limit))
+        work = await broker.declare_queue(spec.work_queue())
         for routing_key in spec.routing_keys:
             await work.bind(events, routing_key=routing_key)
         await broker.declare_queue(spec.retry_queue())
@@ -70,7 +70,7 @@ async def start_broker(broker: RabbitBroker, topology: Topology, settings: Broke
             f"cannot reach RabbitMQ at {_redacted(settings.amqp_url)}: {error}. "
             "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL."
         ) from error
-    await declare_topology(broker, topology, settings.max_delivery_attempts)
+    await declare_topology(broker, topology)
     await broker.start()
 
 

@@ -86,7 +86,7 @@ def subscribe(
     settings: BrokerSettings,
 ) -> None:
     """Register one FastStream subscriber on the work queue, dispatching on the message type."""
-    queue = spec.work_queue(settings.max_delivery_attempts)
+    queue = spec.work_queue()
     policy = _FailurePolicy(broker, spec, settings)
 
     @broker.subscriber(queue, decoder=_whole_message)

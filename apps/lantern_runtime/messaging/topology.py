@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
+# Redeliveries (a consumer crashing mid-message) before RabbitMQ dead-letters a message itself.
+# A property of the queue, the same for every service that declares it: retries of a failing
+# handler are counted separately, per service, in the x-lantern-attempt header.
+DELIVERY_LIMIT = 20
+
 EVENTS_EXCHANGE = RabbitExchange("lantern.events", type=ExchangeType.TOPIC, durable=True)
 DEAD_LETTER_EXCHANGE = RabbitExchange("lantern.dead-letters", type=ExchangeType.DIRECT, durable=True)
 
@@ -31,7 +36,7 @@ class QueueSpec:
     def dead_name(self) -> str:
         return f"{self.name}.dead"
 
-    def work_queue(self, delivery_limit: int) -> RabbitQueue:
+    def work_queue(self, delivery_limit: int = DELIVERY_LIMIT) -> RabbitQueue:
         return RabbitQueue(
             self.name,
             queue_type=QueueType.QUORUM,
