@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,17 @@ def test_config_change_rolls_the_pods(helm) -> None:
         return orders["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum() != checksum("--set", "shared.env.LOG_LEVEL=DEBUG")
+
+
+def test_route_table_change_rolls_the_gateway(helm) -> None:
+    def checksum(*extra: str) -> str:
+        objects = [o for o in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if o]
+        (gateway,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "gateway"]
+        return gateway["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    routes = yaml.safe_load((CHART / "values.yaml").read_text())["edge"]["routes"]
+    routes[0]["upstream"]["timeout"] = 3
+    assert checksum() != checksum("--set-json", f"edge.routes={json.dumps(routes)}")
 
 
 @pytest.mark.parametrize(

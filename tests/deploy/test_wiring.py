@@ -5,6 +5,7 @@ declared external in values."""
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -12,11 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from gateway.auth import TokenVerifier
 from gateway.routes import Route
+from gateway.settings import GatewaySettings
 from tests.deploy.deploy_support import template_args
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from tests.deploy.deploy_support import Render
 
@@ -346,3 +350,31 @@ def test_the_gateway_reads_redis_from_the_existing_secret_in_staging(renders: di
     assert "REDIS_URL" not in _env_refs(_container(renders["default"], "gateway"))
     assert staging.get("ConfigMap", "gateway-config")["data"]["GATEWAY_HSTS_MAX_AGE"] == "31536000"
     assert "GATEWAY_HSTS_MAX_AGE" not in renders["kind"].get("ConfigMap", "gateway-config")["data"]
+
+
+def test_the_gateway_settings_load_from_the_rendered_environment(
+    render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the gateway pod would read parses with the gateway's own settings; values held
+    in external Secrets are stood in for by 48-character placeholders."""
+    container = _container(render, "gateway")
+    env = {name: value or "x" * 48 for name, value in _resolved_env(render, container).items()}
+    routes_file = tmp_path / "routes.json"
+    routes_file.write_text(render.get("ConfigMap", "gateway-routes")["data"]["routes.json"])
+    env["GATEWAY_ROUTES_FILE"] = str(routes_file)
+    for name in [n for n in os.environ if n.startswith(("GATEWAY_", "REDIS_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = GatewaySettings()
+    edge = settings.edge
+    TokenVerifier(
+        secret=edge.jwt_secret.get_secret_value() if edge.jwt_secret else None,
+        jwks_url=edge.jwks_url,
+        issuer=edge.jwt_issuer,
+        audience=edge.jwt_audience,
+    )
+    assert edge.subject_secret is not None
+    assert edge.rate_limit == render.values["edge"]["rateLimit"]
+    prefixes = {route.prefix for route in settings.route_table().routes}
+    assert prefixes == {route["prefix"] for route in render.values["edge"]["routes"]}
