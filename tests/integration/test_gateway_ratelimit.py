@@ -42,13 +42,14 @@ async def test_one_clients_empty_bucket_does_not_touch_another_clients() -> None
 
 
 async def test_the_bucket_refills_at_the_rate() -> None:
-    buckets = RedisBuckets(REDIS_URL, 10.0, prefix=prefix(), timeout=10.0)
-    drained = [(await buckets.take("sub:alice")).admitted for _ in range(25)]
-    await asyncio.sleep(0.3)  # 3 tokens back
-    again = [(await buckets.take("sub:alice")).admitted for _ in range(3)]
+    # A slow rate, so a loaded machine's slow round trips cannot refill the bucket mid-drain.
+    buckets = RedisBuckets(REDIS_URL, 2.0, prefix=prefix(), timeout=10.0)
+    drained = [(await buckets.take("sub:alice")).admitted for _ in range(10)]
+    await asyncio.sleep(1.0)  # 2 tokens back
+    again = [(await buckets.take("sub:alice")).admitted for _ in range(2)]
     await buckets.aclose()
     assert drained.count(False) >= 4
-    assert again == [True, True, True]
+    assert again == [True, True]
 
 
 async def test_without_redis_each_replica_still_limits_in_memory() -> None:
