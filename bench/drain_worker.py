@@ -88,11 +88,9 @@ class Meter:
 
 def _queue_arguments(queue_name: str) -> dict[str, Any]:
     # Every variant drains the same kind of queue: Lantern's quorum work queue.
-    from bench.drain import queue_spec
+    from bench.drain import work_queue_arguments
 
-    arguments = dict(queue_spec(queue_name).work_queue(5).arguments or {})
-    arguments["x-queue-type"] = "quorum"
-    return arguments
+    return work_queue_arguments(queue_name)
 
 
 async def raw_aio_pika(url: str, queue_name: str, meter: Meter) -> dict[str, float]:

@@ -3,6 +3,7 @@ and a way to run one variant in a fresh process and read back its numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 RABBITMQ_HOST = os.environ.get("LANTERN_BENCH_RABBITMQ", "127.0.0.1:5672")
+POSTGRES_URL = os.environ.get("LANTERN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,6 +54,33 @@ def fresh_vhost() -> Iterator[str]:
         _rabbitmqctl("delete_vhost", vhost)
 
 
+@contextmanager
+def fresh_database(fallback: Path) -> Iterator[str]:
+    """A new PostgreSQL database (an asyncpg SQLAlchemy URL), dropped afterwards; a SQLite file
+    under `fallback` when PostgreSQL is not reachable at LANTERN_BENCH_POSTGRES."""
+    import asyncpg
+
+    name = f"lantern_bench_{uuid.uuid4().hex[:10]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError):
+        yield f"sqlite+aiosqlite:///{fallback / (name + '.db')}"
+        return
+    base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,7 +90,10 @@ def free_port() -> int:
 def python_env(**extra: str) -> dict[str, str]:
     """The environment of a benchmark process: the project's apps on the path, no inherited OTEL_*."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "apps"), str(ROOT)])
+    # LANTERN_BENCH_APPS points the processes at another checkout's apps/, e.g. to measure
+    # the runtime before a change against the same suite.
+    apps = os.environ.get("LANTERN_BENCH_APPS", str(ROOT / "apps"))
+    env["PYTHONPATH"] = os.pathsep.join([apps, str(ROOT)])
     env.update(extra)
     return env
 

@@ -73,7 +73,11 @@ class Benchmark:
         rounds = max((len(s) for s in self.samples.values()), default=0)
         header = ["variant"]
         for metric in self.metrics:
-            header += [f"{metric.label} ({metric.unit})", "ratio"]
+            header += (
+                [f"{metric.label} ({metric.unit})", "ratio"]
+                if self.baseline
+                else [f"{metric.label} ({metric.unit})"]
+            )
         rows = [header]
         for variant in self.variants:
             if variant not in medians:
@@ -83,10 +87,12 @@ class Benchmark:
                 value = medians[variant].get(metric.key)
                 base = medians.get(self.baseline, {}).get(metric.key)
                 row.append("-" if value is None else _number(value))
-                row.append("-" if value is None or not base else f"{value / base:.2f}x")
+                if self.baseline:
+                    row.append("-" if value is None or not base else f"{value / base:.2f}x")
             rows.append(row)
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = [f"## {self.title}  (median of {rounds} rounds; ratio = variant / {self.baseline})"]
+        compared = f"; ratio = variant / {self.baseline}" if self.baseline else ""
+        lines = [f"## {self.title}  (median of {rounds} round{'s' if rounds > 1 else ''}{compared})"]
         for n, row in enumerate(rows):
             lines.append(
                 "| "
