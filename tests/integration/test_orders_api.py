@@ -17,7 +17,6 @@ from tests.integration.conftest import drain, queue_depth
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 pytestmark = [pytest.mark.rabbitmq]
 
@@ -28,14 +27,6 @@ ORDER = {
         {"sku": "bulb", "quantity": 3, "unit_price": "0.10"},
     ],
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 @pytest.fixture

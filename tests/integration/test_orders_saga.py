@@ -20,7 +20,6 @@ from tests.integration.conftest import drain
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.rabbitmq
 ORDER = PlaceOrder.model_validate(
     {"customer_id": "c-1", "items": [{"sku": "lamp", "quantity": 1, "unit_price": "5.00"}]}
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 @pytest.fixture
