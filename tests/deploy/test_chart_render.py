@@ -455,3 +455,37 @@ def test_namespace_enforces_restricted_pod_security() -> None:
     labels = namespace["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert namespace["metadata"]["name"] == "lantern"
+
+
+def test_cert_manager_can_issue_the_gateway_and_ingress_certificates(helm) -> None:
+    tls = "tls.enabled=true,{0}.tls.secretName=lantern-tls,{0}.tls.certManagerIssuer=letsencrypt"
+    gateway_api = helm(
+        *template_args(
+            "--set",
+            "ingress.gatewayAPI.hostname=shop.example.com",
+            "--set",
+            "ingress.gatewayAPI." + tls.format("ingress.gatewayAPI"),
+        )
+    ).stdout
+    [gateway] = [o for o in yaml.safe_load_all(gateway_api) if o and o["kind"] == "Gateway"]
+    assert gateway["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+
+    ingress_render = helm(
+        *template_args(
+            "--set",
+            "ingress.gatewayAPI.enabled=false",
+            "--set",
+            "ingress.ingress.enabled=true",
+            "--set",
+            "ingress.ingress." + tls.format("ingress.ingress"),
+        )
+    ).stdout
+    [ingress] = [o for o in yaml.safe_load_all(ingress_render) if o and o["kind"] == "Ingress"]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ingress["spec"]["tls"][0]["secretName"] == "lantern-tls"
+
+    refused = helm(
+        *template_args("--set", "ingress.gatewayAPI." + tls.format("ingress.gatewayAPI")), check=False
+    )
+    assert refused.returncode != 0
+    assert "needs ingress.gatewayAPI.hostname" in refused.stderr
