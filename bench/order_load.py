@@ -25,12 +25,15 @@ OUTCOMES = ("order.confirmed", "order.cancelled")
 
 
 async def run(
-    gateway: str, amqp_url: str, token: str, rate: float, orders: int, drain: float
+    gateway: str, amqp_url: str, token: str, rate: float, orders: int, drain: float, in_flight: int
 ) -> dict[str, float]:
+    """Offer `rate` orders/s; or, with `in_flight`, keep that many orders unfinished at any time
+    (closed loop: as fast as the platform completes them, with no backlog building up)."""
     placed: dict[str, float] = {}
     finished: dict[str, float] = {}
     errors = 0
     all_done = asyncio.Event()
+    window = asyncio.Semaphore(in_flight or orders)
 
     connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
@@ -41,7 +44,10 @@ async def run(
 
     async def on_outcome(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with message.process():
-            finished.setdefault(json.loads(message.body)["order_id"], time.perf_counter())
+            order_id = json.loads(message.body)["order_id"]
+            if order_id not in finished:
+                finished[order_id] = time.perf_counter()
+                window.release()
             if len(finished) >= orders:
                 all_done.set()
 
@@ -56,9 +62,11 @@ async def run(
             )
         except httpx.HTTPError:
             errors += 1
+            window.release()
             return
         if response.status_code != 202:
             errors += 1
+            window.release()
             return
         placed[response.json()["order_id"]] = started
 
@@ -69,9 +77,12 @@ async def run(
         start = time.perf_counter()
         tasks = []
         for i in range(orders):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if in_flight:
+                await window.acquire()
+            else:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(place(client)))
         await asyncio.gather(*tasks)
         offered_s = time.perf_counter() - start
@@ -100,9 +111,12 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--rate", type=float, default=50.0, help="orders per second offered")
     parser.add_argument("--orders", type=int, required=True)
+    parser.add_argument("--in-flight", type=int, default=0, help="closed loop: orders unfinished at a time")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last outcomes")
     args = parser.parse_args()
-    result = asyncio.run(run(args.gateway, args.amqp_url, args.token, args.rate, args.orders, args.drain))
+    result = asyncio.run(
+        run(args.gateway, args.amqp_url, args.token, args.rate, args.orders, args.drain, args.in_flight)
+    )
     print(json.dumps(result), flush=True)
 
 

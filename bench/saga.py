@@ -51,7 +51,7 @@ def benchmark(rounds: int, rate: float, seconds: float) -> Benchmark:
     return result
 
 
-def load_args(stack: object, amqp_url: str, rate: float, orders: int) -> list[str]:
+def load_args(stack: object, amqp_url: str, rate: float, orders: int, in_flight: int = 0) -> list[str]:
     from devstack.stack import Stack
 
     assert isinstance(stack, Stack)
@@ -67,4 +67,6 @@ def load_args(stack: object, amqp_url: str, rate: float, orders: int) -> list[st
         str(rate),
         "--orders",
         str(orders),
+        "--in-flight",
+        str(in_flight),
     ]
