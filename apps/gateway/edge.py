@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 
-from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER
 from lantern_runtime.problems import problem_response
+from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

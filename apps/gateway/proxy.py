@@ -11,9 +11,9 @@ import httpx
 from fastapi import Response
 
 from gateway.edge import REQUEST_ID_HEADER
-from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
 from lantern_runtime.problems import Problem
 from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
+from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
