@@ -25,8 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check apps tests
-	$(BIN)/ruff format --check apps tests
+	$(BIN)/ruff check apps tests bench
+	$(BIN)/ruff format --check apps tests bench
 	$(BIN)/mypy
 
 traces: $(STAMP)
