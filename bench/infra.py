@@ -6,52 +6,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from devstack.rabbitmq import fresh_vhost as devstack_fresh_vhost
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-RABBITMQ_HOST = os.environ.get("LANTERN_BENCH_RABBITMQ", "127.0.0.1:5672")
 POSTGRES_URL = os.environ.get("LANTERN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _rabbitmqctl(*args: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        raise RuntimeError(
-            "the benchmarks need rabbitmqctl to make a vhost of their own; install rabbitmq-server"
-        )
-    # The benchmarks run the broker's own admin tool, with arguments they make themselves. It
-    # fails now and then when other clients use it at the same moment, so try again.
-    for attempt in range(3):
-        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, timeout=60, check=False)  # noqa: S603, S607
-        if done.returncode == 0:
-            return
-        time.sleep(1 + attempt)
-    raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
-
-
-@contextmanager
-def fresh_vhost() -> Iterator[str]:
+def fresh_vhost() -> AbstractContextManager[str]:
     """A RabbitMQ vhost for one benchmark, deleted afterwards; yields its AMQP URL."""
-    vhost = f"lantern-bench-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@{RABBITMQ_HOST}/{vhost}"
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
+    return devstack_fresh_vhost("lantern-bench")
 
 
 @contextmanager

@@ -5,42 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
 
+from devstack.rabbitmq import fresh_vhost
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-RABBITMQ_HOST = os.environ.get("LANTERN_TEST_RABBITMQ", "localhost:5672")
 POSTGRES_URL = os.environ.get("LANTERN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _rabbitmqctl(*args: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.fail("rabbitmqctl is needed to give the tests their own vhost; install rabbitmq-server")
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@contextmanager
-def fresh_vhost() -> Iterator[str]:
-    """A new RabbitMQ vhost: its queues start empty and vanish afterwards. Yields its AMQP URL."""
-    vhost = f"lantern-test-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@{RABBITMQ_HOST}/{vhost}"
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture
 def amqp_url() -> Iterator[str]:
+    """A fresh RabbitMQ vhost for one test: its queues start empty and vanish afterwards."""
     with fresh_vhost() as url:
         yield url
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
 from devstack.tracesink import traces_by_id
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
-from tests.conftest import fresh_vhost
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

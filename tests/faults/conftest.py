@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
-from tests.conftest import fresh_vhost
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
