@@ -9,7 +9,7 @@ import httpx
 
 from bench.infra import python_env, run_worker, workplace
 from bench.platform import running
-from bench.report import Benchmark, Metric, Target, progress
+from bench.report import LATENCY_METRICS, Benchmark, Metric, Target, progress
 
 VARIANTS = ("untraced", "traced")
 ORDER = {"customer_id": "c-bench", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
@@ -19,11 +19,7 @@ def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
     result = Benchmark(
         name="http",
         title=f"HTTP hop, gateway -> orders GET /api/orders/{{id}}, {concurrency} conns, {seconds:.0f}s",
-        metrics=[
-            Metric("requests_per_s", "throughput", "req/s", True),
-            Metric("p50_ms", "p50", "ms", False),
-            Metric("p99_ms", "p99", "ms", False),
-        ],
+        metrics=[Metric("requests_per_s", "throughput", "req/s", True), *LATENCY_METRICS],
         baseline="untraced",
         variants=list(VARIANTS),
         notes=[

@@ -22,6 +22,10 @@ class Metric:
     higher_is_better: bool
 
 
+# The latency percentiles that the HTTP and end-to-end benchmarks both report.
+LATENCY_METRICS = (Metric("p50_ms", "p50", "ms", False), Metric("p99_ms", "p99", "ms", False))
+
+
 @dataclass(frozen=True)
 class Target:
     """`variant`'s `metric` divided by `baseline`'s must be at least (or at most) `bound`."""

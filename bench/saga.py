@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench.infra import python_env, run_worker, workplace
 from bench.platform import running
-from bench.report import Benchmark, Metric, progress
+from bench.report import LATENCY_METRICS, Benchmark, Metric, progress
 
 VARIANTS = ("untraced", "traced")
 
@@ -15,11 +15,7 @@ def benchmark(rounds: int, rate: float, seconds: float) -> Benchmark:
     result = Benchmark(
         name="e2e",
         title=f"End to end: POST → order.confirmed, {rate:.0f} orders/s offered for {seconds:.0f} s",
-        metrics=[
-            Metric("orders_per_s", "completed", "orders/s", True),
-            Metric("p50_ms", "p50", "ms", False),
-            Metric("p99_ms", "p99", "ms", False),
-        ],
+        metrics=[Metric("orders_per_s", "completed", "orders/s", True), *LATENCY_METRICS],
         baseline="untraced",
         variants=list(VARIANTS),
         notes=[

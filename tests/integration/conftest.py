@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -12,8 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from lantern_runtime.storage import create_engine
+
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from sqlalchemy import MetaData
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -31,6 +38,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@asynccontextmanager
+async def engine_with(database_url: str, metadata: MetaData) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database with `metadata`'s tables created, disposed afterwards."""
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from sqlalchemy import select
 
 from lantern_runtime.messaging import EventPublisher, build_broker, declare_topology
 from lantern_runtime.settings import BrokerSettings
-from lantern_runtime.storage import OutboxRelay, create_engine
+from lantern_runtime.storage import OutboxRelay
 from order_flow.topology import ORDER_FLOW, PAYMENTS_QUEUE
 from orders.domain import PlaceOrder
 from orders.repository import OrderRepository
 from orders.tables import metadata, outbox
-from tests.integration.conftest import drain
+from tests.integration.conftest import drain, engine_with
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,11 +33,8 @@ ORDER = PlaceOrder.model_validate(
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with engine_with(database_url, metadata) as engine:
+        yield engine
 
 
 async def outbox_rows(engine: AsyncEngine) -> list[tuple[str, bool]]:

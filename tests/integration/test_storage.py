@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
-from lantern_runtime.storage import create_engine, first_delivery, inbox_table
+from lantern_runtime.storage import first_delivery, inbox_table
+from tests.integration.conftest import engine_with
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,11 +22,8 @@ effects = Table("effects", metadata, Column("message_id", String(200), primary_k
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    await engine.dispose()
+    async with engine_with(database_url, metadata) as engine:
+        yield engine
 
 
 async def count(engine: AsyncEngine, table: Table) -> int:
