@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from lantern_runtime.messaging import Topology
     from lantern_runtime.settings import BrokerSettings
     from lantern_runtime.storage import OutboxRelay
+
+
+logger = logging.getLogger(__name__)
 
 
 class Worker(Protocol):
@@ -68,9 +72,12 @@ class EventDrivenService:
             for worker in self.workers:
                 await worker.stop()
             await stop_consuming(self.broker)
+            logger.info("drain: consumers stopped, in-flight messages done")
             if self.relay is not None:
                 await self.relay.stop()
+                logger.info("drain: outbox relay stopped")
             await self.broker.stop()
+            logger.info("drain: broker closed")
             for client in self.clients:
                 await client.aclose()
             if self.engine is not None:

@@ -24,19 +24,23 @@ class PaymentDeadline:
         # Checking a few times per deadline keeps an order's overrun a fraction of it.
         self._interval = max(0.5, seconds / 4)
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="payment-deadline")
 
     async def stop(self) -> None:
+        # Asked, not cancelled: a cancel inside the transaction could leave its lock held.
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stop.set()
+            await self._task
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            if self._stop.is_set():
+                return
             try:
                 cancelled = await self._repository.cancel_overdue(self._deadline)
             except Exception as error:

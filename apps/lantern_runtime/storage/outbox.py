@@ -96,6 +96,7 @@ class OutboxRelay:
         self._lease = timedelta(seconds=lease_seconds)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -104,27 +105,35 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Let the batch in hand finish, publish what the drain committed, then return.
+
+        The loop is asked to stop, never cancelled: a cancel could land inside a database
+        transaction and leave its SQLite write lock held, stalling the last pass behind it.
+        """
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        # One last pass, so events committed during the drain still leave before exit.
-        try:
-            await self.publish_pending()
-        except Exception:
-            logger.warning("outbox rows left unsent at shutdown; the next start sends them")
+        self._stopping = True
+        self._wake.set()
+        await self._task
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-            self._wake.clear()
+            # Read before the pass: a stop asked for during it still gets one more, last pass.
+            stopping = self._stopping
+            if not stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                self._wake.clear()
             try:
                 while await self.publish_pending() == self._batch_size:
                     pass
             except Exception as error:
-                logger.warning("outbox relay could not publish; will retry", extra={"error": str(error)})
+                if stopping:
+                    logger.warning("outbox rows left unsent at shutdown; the next start sends them")
+                else:
+                    logger.warning("outbox relay could not publish; will retry", extra={"error": str(error)})
+            if stopping:
+                return
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent. Raises on the first row
