@@ -76,14 +76,22 @@ def order_body(total: str = "10.00") -> dict[str, Any]:
 
 
 async def place_orders(
-    orders_url: str, count: int, *, concurrency: int = 20, refused: Counter[str] | None = None
+    orders_url: str,
+    count: int,
+    *,
+    concurrency: int = 20,
+    refused: Counter[str] | None = None,
+    keepalive: bool = True,
 ) -> list[str]:
     """POST `count` orders straight to orders; returns the ids of those accepted (202).
-    Every other outcome is counted in `refused`, by status code or exception name."""
+    Every other outcome is counted in `refused`, by status code or exception name. Without
+    `keepalive` each request has a connection of its own, so none can be sent on a connection
+    the server is closing (that race is HTTP's, not a request lost in flight)."""
     accepted: list[str] = []
     refused = Counter() if refused is None else refused
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=orders_url, timeout=10) as client:
+    limits = httpx.Limits(max_keepalive_connections=20 if keepalive else 0)
+    async with httpx.AsyncClient(base_url=orders_url, timeout=10, limits=limits) as client:
 
         async def one() -> None:
             async with limit:

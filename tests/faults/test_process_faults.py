@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
 
-def burst_in_background(orders_url: str, count: int) -> tuple[threading.Thread, list[str], Counter[str]]:
+def burst_in_background(
+    orders_url: str, count: int, *, keepalive: bool = True
+) -> tuple[threading.Thread, list[str], Counter[str]]:
     accepted: list[str] = []
     refused: Counter[str] = Counter()
 
     def run() -> None:
-        accepted.extend(asyncio.run(place_orders(orders_url, count, concurrency=10, refused=refused)))
+        burst = place_orders(orders_url, count, concurrency=10, refused=refused, keepalive=keepalive)
+        accepted.extend(asyncio.run(burst))
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -60,7 +63,7 @@ def test_sigterm_mid_burst_finishes_in_flight_work_and_loses_nothing(
     platform: Callable[..., Stack],
 ) -> None:
     stack = platform(bank={"BANK_LATENCY_MS": "20"})
-    thread, accepted, refused = burst_in_background(stack.url("orders"), 300)
+    thread, accepted, refused = burst_in_background(stack.url("orders"), 300, keepalive=False)
     deadline = time.monotonic() + 20
     while processed_count(stack, "payments") < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
