@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from lantern_runtime.health import health_router
 from lantern_runtime.problems import install_problem_handlers
@@ -37,7 +38,9 @@ def service_app(
     """`outer_middleware` wraps the app outside the server span, first listed outermost;
     `subject_secret` (GATEWAY_SUBJECT_SECRET) lets the app trust the gateway's signed
     X-Lantern-Subject; `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
-    app = FastAPI(title=name, description=description, lifespan=lifespan, **fastapi_options)
+    # FastAPI's own telemetry stays off: instrument_app puts Lantern's server spans in.
+    off = TelemetryConfig(tracing=False, metrics=False, logs=False, operation_spans=False)
+    app = FastAPI(title=name, description=description, lifespan=lifespan, telemetry=off, **fastapi_options)
     install_problem_handlers(app)
     app.add_middleware(TrustedSubject, secret=subject_secret)
     app.include_router(health_router(readiness))
@@ -50,7 +53,7 @@ def service_app(
 
 
 def _wrap_outside(app: FastAPI, wrappers: Sequence[Callable[[ASGIApp], ASGIApp]]) -> None:
-    # The instrumentation puts its middleware outside the user middleware by replacing
+    # instrument_app puts the server span outside the user middleware by replacing
     # build_middleware_stack; wrapping that result is the only way to get further out.
     build = app.build_middleware_stack
 

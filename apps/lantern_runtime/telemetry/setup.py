@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.propagators import (
     TraceResponsePropagator,
@@ -26,17 +25,19 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from lantern_runtime.resilience.upstream import mark_client_span
 from lantern_runtime.telemetry.logs import configure_logging
+from lantern_runtime.telemetry.server import ServerSpans
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from opentelemetry.instrumentation.httpx import RequestInfo
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.trace import Span
+    from starlette.types import ASGIApp
 
 logger = logging.getLogger(__name__)
 
 # Health probes would otherwise produce a trace every few seconds per pod.
-_EXCLUDED_URLS = "healthz,readyz,metrics"
+_EXCLUDED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 @dataclass
@@ -118,6 +119,15 @@ def _exporter(signal: str, name: str) -> Any:
     return getattr(module, class_name.get(name, "OTLPLogExporter"))()
 
 
+def _span_exporter() -> Any:
+    if _uses_grpc("TRACES"):
+        return _exporter("TRACES", "trace_exporter")
+    # Imported here: it imports the HTTP exporter, which a gRPC-only install may lack.
+    from lantern_runtime.telemetry.otlp import LeanOTLPSpanExporter
+
+    return LeanOTLPSpanExporter()
+
+
 def _mark_request(span: Span, request: RequestInfo) -> None:
     mark_client_span(span, request.extensions or {})
 
@@ -153,7 +163,7 @@ def setup_telemetry(
     metric_readers = []
     logger_provider = None
     if _export_configured("TRACES"):
-        tracer_provider.add_span_processor(BatchSpanProcessor(_exporter("TRACES", "trace_exporter")))
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
     if _export_configured("METRICS"):
         metric_readers.append(PeriodicExportingMetricReader(_exporter("METRICS", "metric_exporter")))
     if _export_configured("LOGS"):
@@ -179,13 +189,21 @@ def setup_telemetry(
 
 
 def instrument_app(app: FastAPI, telemetry: Telemetry) -> None:
-    """Server spans for every route but the probes, without the ASGI receive/send spans."""
+    """A server span for every request but the probes, outside the app's own middleware (so its
+    error responses are in the span) and inside any wrapped around it by `service_app`."""
     if not telemetry.enabled:
         return
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        excluded_urls=_EXCLUDED_URLS,
-        exclude_spans=["receive", "send"],
-    )
+    tracer_provider = telemetry.tracer_provider
+    assert tracer_provider is not None
+    meter_provider = telemetry.meter_provider or metrics.get_meter_provider()
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return ServerSpans(
+            build(),
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            excluded_paths=_EXCLUDED_PATHS,
+        )
+
+    setattr(app, "build_middleware_stack", build_middleware_stack)  # noqa: B010 - mypy forbids assigning a method

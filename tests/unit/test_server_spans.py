@@ -1,0 +1,143 @@
+"""Lantern's server spans: one per request, in the caller's trace, named by the route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from opentelemetry.instrumentation.propagators import (
+    TraceResponsePropagator,
+    set_global_response_propagator,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from lantern_runtime.app import service_app
+from lantern_runtime.health import Readiness
+from lantern_runtime.telemetry import Telemetry
+
+CALLER_TRACE = "94e183f1b16ada326cb26ac1602aaaa4"
+CALLER_SPAN = "d543bcb7bc77533d"
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        tracer_provider = TracerProvider(resource=Resource.create({"service.name": "orders"}))
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.telemetry = Telemetry(
+            "orders",
+            tracer_provider=tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[self.metrics]),
+        )
+
+    def durations(self) -> list[dict[str, object]]:
+        data = self.metrics.get_metrics_data()
+        assert data is not None
+        return [
+            dict(point.attributes or {})
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "http.server.request.duration"
+            for point in metric.data.data_points
+        ]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[httpx.AsyncClient, Recorded]]:
+    set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
+    recorded = Recorded()
+    router = APIRouter()
+
+    @router.get("/api/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"item_id": item_id}
+
+    @router.get("/api/broken")
+    async def broken() -> None:
+        raise RuntimeError("the handler failed")
+
+    app: FastAPI = service_app(
+        "orders", readiness=Readiness({}), telemetry=recorded.telemetry, routers=[router]
+    )
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders:8000") as client:
+        yield client, recorded
+    set_global_response_propagator(None)  # type: ignore[no-untyped-call]
+
+
+async def test_a_request_is_one_server_span_in_the_callers_trace_named_by_its_route(
+    served: tuple[httpx.AsyncClient, Recorded],
+) -> None:
+    client, recorded = served
+    response = await client.get(
+        "/api/items/i-7", headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+    )
+    assert response.status_code == 200
+    [span] = recorded.spans.get_finished_spans()
+    assert (span.name, span.kind) == ("GET /api/items/{item_id}", SpanKind.SERVER)
+    assert span.parent is not None
+    assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (CALLER_TRACE, CALLER_SPAN)
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "GET",
+        "http.route": "/api/items/{item_id}",
+        "http.response.status_code": 200,
+        "url.scheme": "http",
+        "url.path": "/api/items/i-7",
+        "network.protocol.version": "1.1",
+        "server.address": "orders",
+        "server.port": 8000,
+        "client.address": "10.1.2.3",
+    }
+    assert span.status.status_code is StatusCode.UNSET
+    assert response.headers["traceresponse"] == f"00-{CALLER_TRACE}-{span.context.span_id:016x}-01"
+    assert recorded.durations() == [
+        {
+            "http.request.method": "GET",
+            "http.route": "/api/items/{item_id}",
+            "http.response.status_code": 200,
+            "url.scheme": "http",
+            "network.protocol.version": "1.1",
+        }
+    ]
+
+
+async def test_an_unhandled_error_is_a_500_and_an_error_span_with_the_exception(
+    served: tuple[httpx.AsyncClient, Recorded],
+) -> None:
+    client, recorded = served
+    response = await client.get("/api/broken")
+    assert response.status_code == 500
+    [span] = recorded.spans.get_finished_spans()
+    assert span.parent is None
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert (span.attributes["http.response.status_code"], span.attributes["error.type"]) == (
+        500,
+        "RuntimeError",
+    )
+    assert [event.name for event in span.events] == ["exception"]
+
+
+async def test_probes_and_unknown_paths_make_no_route_named_spans(
+    served: tuple[httpx.AsyncClient, Recorded],
+) -> None:
+    client, recorded = served
+    assert (await client.get("/healthz")).status_code == 200
+    assert recorded.spans.get_finished_spans() == ()
+    assert (await client.get("/nowhere")).status_code == 404
+    [span] = recorded.spans.get_finished_spans()
+    assert span.name == "GET"
+    assert span.attributes is not None
+    assert "http.route" not in span.attributes
+    assert span.attributes["http.response.status_code"] == 404
+    assert span.status.status_code is StatusCode.UNSET
