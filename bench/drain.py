@@ -9,6 +9,7 @@ import aio_pika
 
 from bench.infra import fresh_database, python_env, run_worker, workplace
 from bench.report import Benchmark, Metric, Target
+from bench.sink import count_spans
 from lantern_runtime.messaging.topology import QueueSpec
 
 DRAIN_QUEUE = "bench.drain"
@@ -92,7 +93,8 @@ def benchmark(rounds: int, count: int) -> Benchmark:
             "every variant drains the same durable quorum queue (Lantern's work queue) of messages "
             "carrying a sampled traceparent; each runs in a fresh process",
             "CPU = the consumer process's user+system time (all threads, span export included) / messages",
-            "traced = always-on sampling, BatchSpanProcessor, OTLP/HTTP protobuf to a trace sink process",
+            "traced = always-on sampling, BatchSpanProcessor, OTLP/HTTP protobuf to a trace sink process "
+            "that stores each request as it comes (bench.sink); the spans are counted after each sample",
             f"lantern-full = traced + per message one PostgreSQL transaction recording its id in the inbox "
             f"(idempotency) + one confirmed, persistent, mandatory publish of an outcome event; it drains "
             f"{min(count, FULL_PATH_MESSAGES):,} messages",
@@ -117,6 +119,7 @@ def benchmark(rounds: int, count: int) -> Benchmark:
     )
     with workplace() as (amqp_url, workdir, endpoint):
         env = python_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        exported = 0
         for round_number in range(rounds):
             # Alternate the order too, so a drift in the machine does not favour one variant.
             order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
@@ -135,6 +138,11 @@ def benchmark(rounds: int, count: int) -> Benchmark:
                 else:
                     sample = run_worker("bench.drain_worker", [variant, *args], env)
                 result.add(variant, sample)
+                # A traced variant must have exported a span per message, or it measured too little.
+                before, exported = exported, count_spans(workdir / "traces.otlp")
+                if variant.endswith(("traced", "otel")) and exported - before < n:
+                    got = exported - before
+                    result.notes.append(f"{variant} round {round_number + 1}: {got} spans for {n} messages")
                 print(
                     f"  consumer round {round_number + 1}/{rounds} {variant:22s} "
                     f"{sample['msg_per_s']:8.0f} msg/s {sample['cpu_us_per_msg']:7.1f} us/msg",

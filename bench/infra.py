@@ -78,18 +78,19 @@ def python_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def trace_sink(workdir: Path) -> Iterator[str]:
-    """The devstack's OTLP/HTTP receiver as a process of its own; yields its endpoint."""
+    """The benchmarks' OTLP/HTTP receiver (bench.sink) as a process of its own; yields its endpoint.
+    Export requests land in `workdir/traces.otlp`."""
     port = free_port()
     log = (workdir / "tracesink.log").open("ab")
     process = subprocess.Popen(  # noqa: S603 - the project's own trace sink
         [
             sys.executable,
             "-m",
-            "devstack.tracesink",
+            "bench.sink",
             "--port",
             str(port),
             "--file",
-            str(workdir / "spans.jsonl"),
+            str(workdir / "traces.otlp"),
         ],
         env=python_env(),
         stdout=log,
@@ -100,7 +101,7 @@ def trace_sink(workdir: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(endpoint + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(endpoint + "/", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
