@@ -110,7 +110,13 @@ class Upstream:
 
         @app.api_route("/{path:path}", methods=["GET", "POST"])
         async def answer(request: Request) -> Response:
-            self.calls.append({"method": request.method, "key": request.headers.get("idempotency-key")})
+            self.calls.append(
+                {
+                    "method": request.method,
+                    "key": request.headers.get("idempotency-key"),
+                    "traceparent": request.headers.get("traceparent"),
+                }
+            )
             if self.delay:
                 await asyncio.sleep(self.delay)
             status = self.statuses.pop(0) if self.statuses else 200

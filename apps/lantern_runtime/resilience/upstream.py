@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_rando
 
 from lantern_runtime.resilience.breaker import CircuitBreaker
 from lantern_runtime.resilience.budget import RetryBudget
+from lantern_runtime.telemetry.client import ClientCall
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,9 +28,6 @@ logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TRANSIENT_STATUS = frozenset({502, 503, 504})
-# Request extensions read by the httpx instrumentation hook to mark each client span.
-ATTEMPT_EXTENSION = "lantern.attempt"
-BREAKER_EXTENSION = "lantern.circuit_breaker.state"
 
 
 class UpstreamPolicy(BaseModel):
@@ -78,6 +76,9 @@ class UpstreamClient:
             reset_timeout=self.policy.breaker_reset_seconds,
         )
         self.budget = RetryBudget(ratio=self.policy.retry_budget_ratio)
+        url = httpx.URL(base_url)
+        self._base = str(url).rstrip("/")
+        self._server = (url.host, url.port or (443 if url.scheme == "https" else 80))
         # One pooled client per upstream: connections are reused across calls.
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -134,15 +135,21 @@ class UpstreamClient:
         if not self.breaker.allow():
             retry_after = max(1.0, self.breaker.retry_after())
             raise CircuitOpen(self.name, "circuit breaker is open", retry_after=retry_after)
-        extensions = {ATTEMPT_EXTENSION: number, BREAKER_EXTENSION: self.breaker.state.value}
+        full_url = self._base + url if url.startswith("/") else url
+        call = ClientCall(self.name, self._server, method, full_url, number)
+        call.start(headers, self.breaker.state.value)
         try:
-            response = await self._http.request(method, url, headers=headers, extensions=extensions, **kwargs)
-        except httpx.TimeoutException as error:
-            self.breaker.record_failure()
-            raise UpstreamTimeout(self.name, f"no answer within {self.policy.timeout}s") from error
-        except httpx.TransportError as error:
-            self.breaker.record_failure()
-            raise UpstreamUnavailable(self.name, f"unreachable ({type(error).__name__})") from error
+            response = await self._http.request(method, url, headers=headers, **kwargs)
+        except BaseException as error:
+            call.end(error=error)
+            if isinstance(error, httpx.TimeoutException):
+                self.breaker.record_failure()
+                raise UpstreamTimeout(self.name, f"no answer within {self.policy.timeout}s") from error
+            if isinstance(error, httpx.TransportError):
+                self.breaker.record_failure()
+                raise UpstreamUnavailable(self.name, f"unreachable ({type(error).__name__})") from error
+            raise
+        call.end(status=response.status_code)
         if response.status_code in TRANSIENT_STATUS:
             self.breaker.record_failure()
             raise UpstreamUnavailable(
@@ -171,15 +178,3 @@ def _retry_after(response: httpx.Response) -> float:
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except ValueError:
         return 1.0
-
-
-def mark_client_span(span: trace.Span, extensions: Mapping[str, Any]) -> None:
-    """The httpx hook: each attempt's client span tells its resend count and breaker state."""
-    if not span.is_recording():
-        return
-    attempt = extensions.get(ATTEMPT_EXTENSION)
-    if isinstance(attempt, int) and attempt > 1:
-        span.set_attribute("http.request.resend_count", attempt - 1)
-    state = extensions.get(BREAKER_EXTENSION)
-    if state:
-        span.set_attribute(BREAKER_EXTENSION, state)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.propagators import (
     TraceResponsePropagator,
     set_global_response_propagator,
@@ -23,15 +22,12 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from lantern_runtime.resilience.upstream import mark_client_span
 from lantern_runtime.telemetry.logs import configure_logging
 from lantern_runtime.telemetry.server import ServerSpans
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from opentelemetry.instrumentation.httpx import RequestInfo
     from opentelemetry.sdk.trace import SpanProcessor
-    from opentelemetry.trace import Span
     from starlette.types import ASGIApp
 
 logger = logging.getLogger(__name__)
@@ -128,14 +124,6 @@ def _span_exporter() -> Any:
     return LeanOTLPSpanExporter()
 
 
-def _mark_request(span: Span, request: RequestInfo) -> None:
-    mark_client_span(span, request.extensions or {})
-
-
-async def _mark_request_async(span: Span, request: RequestInfo) -> None:
-    mark_client_span(span, request.extensions or {})
-
-
 def setup_telemetry(
     service_name: str,
     *,
@@ -176,11 +164,6 @@ def setup_telemetry(
     metrics.set_meter_provider(meter_provider)
     # The W3C `traceresponse` header lets a client look up the trace of its own request.
     set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
-    HTTPXClientInstrumentor().instrument(
-        tracer_provider=tracer_provider,
-        request_hook=_mark_request,
-        async_request_hook=_mark_request_async,
-    )
 
     telemetry.tracer_provider = tracer_provider
     telemetry.meter_provider = meter_provider
