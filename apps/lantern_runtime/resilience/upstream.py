@@ -136,7 +136,7 @@ class UpstreamClient:
             retry_after = max(1.0, self.breaker.retry_after())
             raise CircuitOpen(self.name, "circuit breaker is open", retry_after=retry_after)
         full_url = self._base + url if url.startswith("/") else url
-        call = ClientCall(self.name, self._server, method, full_url, number)
+        call = ClientCall(self._server, method, full_url, number)
         call.start(headers, self.breaker.state.value)
         try:
             response = await self._http.request(method, url, headers=headers, **kwargs)

@@ -54,13 +54,12 @@ class ClientCall:
     """One attempt of a call: `start` injects the context into the headers, `end` records
     the answer (a status code) or the error."""
 
-    def __init__(self, upstream: str, server: tuple[str, int], method: str, url: str, attempt: int) -> None:
+    def __init__(self, server: tuple[str, int], method: str, url: str, attempt: int) -> None:
         self.attributes: dict[str, Any] = {
             "http.request.method": method,
             "server.address": server[0],
             "server.port": server[1],
         }
-        self.upstream = upstream
         self.url = url
         self.attempt = attempt
         self.span: trace.Span | None = None
