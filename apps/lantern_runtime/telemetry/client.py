@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, StatusCode
 
+from lantern_runtime.telemetry.server import DURATION_BUCKETS
+
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
 _SCOPE = "lantern_runtime.http"
-# The semantic conventions' advisory buckets for http.client.request.duration, in seconds.
-_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 BREAKER_STATE = "lantern.circuit_breaker.state"
 
 
@@ -43,7 +43,7 @@ class _Instruments:
             "http.client.request.duration",
             unit="s",
             description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
 
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SCOPE = "lantern_runtime.http"
-# The semantic conventions' advisory buckets for http.server.request.duration, in seconds.
-_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# The semantic conventions' advisory buckets for HTTP request durations, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
 class _HeaderListSetter(Setter[list[tuple[bytes, bytes]]]):
@@ -55,7 +55,7 @@ class ServerSpans:
             "http.server.request.duration",
             unit="s",
             description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.excluded = frozenset(excluded_paths)
         self._fields: tuple[object, frozenset[bytes]] | None = None
