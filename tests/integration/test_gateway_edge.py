@@ -97,6 +97,20 @@ def gateway(upstream: tuple[str, FastAPI], spans: InMemorySpanExporter) -> Calla
     return build
 
 
+@asynccontextmanager
+async def gateway_without_orders() -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway whose orders upstream is a port nobody listens on."""
+    settings = GatewaySettings(
+        orders_url=f"http://127.0.0.1:{free_port()}", edge=EdgeSettings(jwt_secret=SECRET)
+    )
+    app, _ = create_app(settings, Telemetry("gateway"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
+    ):
+        yield client
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -247,14 +261,7 @@ async def test_a_non_ascii_subject_goes_downstream_percent_encoded_and_signed(
 async def test_log_records_written_during_a_request_carry_its_request_id(
     gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = GatewaySettings(
-        orders_url=f"http://127.0.0.1:{free_port()}", edge=EdgeSettings(jwt_secret=SECRET)
-    )
-    app, _ = create_app(settings, Telemetry("gateway"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
-    ):
+    async with gateway_without_orders() as client:
         with caplog.at_level("WARNING", logger="gateway.proxy"):
             await client.get("/api/orders/o-1", headers={**bearer(token()), "X-Request-ID": "trace-me-1"})
     [record] = [r for r in caplog.records if r.getMessage() == "upstream failed"]
@@ -416,14 +423,7 @@ async def test_an_upstream_problem_is_relayed_unchanged(gateway: Callable[..., A
 
 
 async def test_an_unreachable_upstream_is_503_problem_with_retry_after(upstream: tuple[str, FastAPI]) -> None:
-    settings = GatewaySettings(
-        orders_url=f"http://127.0.0.1:{free_port()}", edge=EdgeSettings(jwt_secret=SECRET)
-    )
-    app, _ = create_app(settings, Telemetry("gateway"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
-    ):
+    async with gateway_without_orders() as client:
         response = await client.get("/api/orders/o-1", headers=bearer(token()))
     assert "orders is unavailable" in assert_problem(response, 503)["detail"]
     assert int(response.headers["retry-after"]) >= 1
