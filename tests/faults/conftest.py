@@ -81,10 +81,12 @@ async def place_orders(
     *,
     concurrency: int = 20,
     refused: Counter[str] | None = None,
+    unanswered: list[str] | None = None,
     keepalive: bool = True,
 ) -> list[str]:
     """POST `count` orders straight to orders; returns the ids of those accepted (202).
-    Every other outcome is counted in `refused`, by status code or exception name. Without
+    Every other outcome is counted in `refused`, by status code or exception name; the
+    Idempotency-Keys of requests that connected but got no answer go to `unanswered`. Without
     `keepalive` each request has a connection of its own, so none can be sent on a connection
     the server is closing (that race is HTTP's, not a request lost in flight)."""
     accepted: list[str] = []
@@ -95,12 +97,15 @@ async def place_orders(
 
         async def one() -> None:
             async with limit:
+                key = str(uuid.uuid4())
                 try:
                     response = await client.post(
-                        "/api/orders", json=order_body(), headers={"Idempotency-Key": str(uuid.uuid4())}
+                        "/api/orders", json=order_body(), headers={"Idempotency-Key": key}
                     )
                 except httpx.TransportError as error:
                     refused[type(error).__name__] += 1
+                    if unanswered is not None and not isinstance(error, httpx.ConnectError):
+                        unanswered.append(key)
                     return
                 if response.status_code == 202:
                     accepted.append(response.json()["order_id"])
