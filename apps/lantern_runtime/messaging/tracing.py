@@ -16,26 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
 from opentelemetry import context, propagate, trace
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from lantern_runtime.telemetry.propagation import extract
+from lantern_runtime.telemetry.spans import GlobalTracer
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import AsyncFuncAny
     from faststream.message import StreamMessage
     from faststream.rabbit.response import RabbitPublishCommand
 
-_SCOPE = "lantern_runtime.messaging"
-# The global provider and its tracer, so a message does not look the tracer up again; None
-# while no SDK provider is set (OTEL_SDK_DISABLED, or before setup_telemetry).
-_cached: tuple[trace.TracerProvider, trace.Tracer | None] | None = None
-
-
-def _tracer() -> trace.Tracer | None:
-    global _cached
-    provider = trace.get_tracer_provider()
-    if _cached is None or _cached[0] is not provider:
-        untraced = isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
-        _cached = (provider, None if untraced else provider.get_tracer(_SCOPE))
-    return _cached[1]
+_tracer = GlobalTracer("lantern_runtime.messaging").get
 
 
 def _publish_attributes(cmd: RabbitPublishCommand) -> dict[str, Any]:
@@ -68,10 +59,15 @@ def _process_attributes(msg: StreamMessage[Any]) -> dict[str, Any]:
 
 
 async def _in_span(
-    span: trace.Span, call_next: AsyncFuncAny, arg: Any, headers: dict[str, Any] | None
+    span: trace.Span,
+    call_next: AsyncFuncAny,
+    arg: Any,
+    headers: dict[str, Any] | None,
+    parent: context.Context | None = None,
 ) -> Any:
-    """Run call_next with `span` current; record an escaping error on it, as use_span would."""
-    token = context.attach(trace.set_span_in_context(span))
+    """Run call_next with `span` current in `parent` (by default the current context); record an
+    escaping error on it, as use_span would."""
+    token = context.attach(trace.set_span_in_context(span, parent))
     try:
         if headers is not None:
             propagate.inject(headers)
@@ -102,7 +98,7 @@ class TracingMiddleware(BaseMiddleware):
         return await _in_span(span, call_next, cmd, cmd.headers)
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-        parent = propagate.extract(msg.headers)
+        parent = extract(msg.headers)
         tracer = _tracer()
         if tracer is None:
             token = context.attach(parent)
@@ -117,4 +113,5 @@ class TracingMiddleware(BaseMiddleware):
             kind=SpanKind.CONSUMER,
             attributes=_process_attributes(msg),
         )
-        return await _in_span(span, call_next, msg, None)
+        # In the extracted context, so the message's baggage reaches the handler too.
+        return await _in_span(span, call_next, msg, None, parent)

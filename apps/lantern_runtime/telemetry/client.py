@@ -16,6 +16,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, StatusCode
 
 from lantern_runtime.telemetry.server import DURATION_BUCKETS
+from lantern_runtime.telemetry.spans import lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -38,7 +39,7 @@ class _Instruments:
             return
         self._providers = (tracer_provider, meter_provider)
         untraced = isinstance(tracer_provider, ProxyTracerProvider | NoOpTracerProvider)
-        self.tracer = None if untraced else tracer_provider.get_tracer(_SCOPE)
+        self.tracer = None if untraced else lean_tracer(tracer_provider, _SCOPE)
         self.duration = meter_provider.get_meter(_SCOPE).create_histogram(
             "http.client.request.duration",
             unit="s",

@@ -18,6 +18,9 @@ from opentelemetry.instrumentation.propagators import get_global_response_propag
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from lantern_runtime.telemetry.propagation import extract
+from lantern_runtime.telemetry.spans import lean_tracer
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, MutableMapping
 
@@ -50,7 +53,7 @@ class ServerSpans:
         excluded_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.tracer = tracer_provider.get_tracer(_SCOPE)
+        self.tracer = lean_tracer(tracer_provider, _SCOPE)
         self.duration = meter_provider.get_meter(_SCOPE).create_histogram(
             "http.server.request.duration",
             unit="s",
@@ -78,7 +81,7 @@ class ServerSpans:
             for name, value in scope["headers"]
             if name in fields
         }
-        parent = propagate.extract(carrier)
+        parent = extract(carrier)
         method = scope["method"]
         attributes: dict[str, Any] = {
             "http.request.method": method,
