@@ -165,6 +165,7 @@ async def lantern(
     from sqlalchemy import MetaData
 
     from bench.drain import DONE_QUEUE, queue_spec
+    from lantern_runtime.heap import freeze_startup_objects
     from lantern_runtime.messaging import (
         Consumer,
         EventPublisher,
@@ -224,6 +225,8 @@ async def lantern(
     await broker.connect()
     meter.start()
     await start_broker(broker, topology, settings)
+    # What a service's lifespan does once it is ready (lantern_runtime.app).
+    freeze_startup_objects()
     await meter.done.wait()
     result = meter.result(telemetry.tracer_provider.force_flush if telemetry.tracer_provider else None)
     await broker.stop()

@@ -3,18 +3,20 @@ come with it."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from lantern_runtime.health import health_router
+from lantern_runtime.heap import freeze_startup_objects
 from lantern_runtime.problems import install_problem_handlers
 from lantern_runtime.subject import TrustedSubject
 from lantern_runtime.telemetry import instrument_app
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from fastapi import APIRouter
     from starlette.types import ASGIApp
@@ -40,7 +42,9 @@ def service_app(
     X-Lantern-Subject; `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
     # FastAPI's own telemetry stays off: instrument_app puts Lantern's server spans in.
     off = TelemetryConfig(tracing=False, metrics=False, logs=False, operation_spans=False)
-    app = FastAPI(title=name, description=description, lifespan=lifespan, telemetry=off, **fastapi_options)
+    app = FastAPI(
+        title=name, description=description, lifespan=_settling(lifespan), telemetry=off, **fastapi_options
+    )
     install_problem_handlers(app)
     app.add_middleware(TrustedSubject, secret=subject_secret)
     app.include_router(health_router(readiness))
@@ -50,6 +54,22 @@ def service_app(
     if outer_middleware:
         _wrap_outside(app, outer_middleware)
     return app
+
+
+def _settling(lifespan: Callable[[FastAPI], Any] | None) -> Callable[[FastAPI], Any]:
+    """The service's lifespan, freezing what start-up built once the service is ready."""
+
+    @asynccontextmanager
+    async def settled(app: FastAPI) -> AsyncIterator[Any]:
+        if lifespan is None:
+            freeze_startup_objects()
+            yield None
+            return
+        async with lifespan(app) as state:
+            freeze_startup_objects()
+            yield state
+
+    return settled
 
 
 def _wrap_outside(app: FastAPI, wrappers: Sequence[Callable[[ASGIApp], ASGIApp]]) -> None:
