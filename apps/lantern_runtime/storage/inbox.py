@@ -10,6 +10,7 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 if TYPE_CHECKING:
+    from sqlalchemy import Insert
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -22,12 +23,25 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
+# One statement per inbox table and dialect: built and compiled once, then only executed.
+_inserts: dict[tuple[Table, str], Insert] = {}
+
+
+def _insert(inbox: Table, dialect: str) -> Insert:
+    statement = _inserts.get((inbox, dialect))
+    if statement is None:
+        dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # ON CONFLICT DO NOTHING instead of catching the error: no savepoint, and no failed
+        # statement to poison a PostgreSQL transaction.
+        statement = _inserts[inbox, dialect] = dialect_insert(inbox).on_conflict_do_nothing()
+    return statement
+
+
 async def first_delivery(conn: AsyncConnection, inbox: Table, message_id: str) -> bool:
     """Record the message as applied; False if it was applied before. Call inside the effect's
     transaction, so both commit or neither does."""
-    values = {"message_id": message_id, "processed_at": datetime.now(UTC)}
-    # ON CONFLICT DO NOTHING instead of catching the error: no savepoint, and no failed
-    # statement to poison a PostgreSQL transaction.
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    result = await conn.execute(dialect_insert(inbox).values(**values).on_conflict_do_nothing())
+    result = await conn.execute(
+        _insert(inbox, conn.dialect.name),
+        {"message_id": message_id, "processed_at": datetime.now(UTC)},
+    )
     return result.rowcount == 1
