@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from lantern_runtime.telemetry.propagation import extract
-from lantern_runtime.telemetry.spans import GlobalTracer, LeanSpan, LeanTracer, lean_tracer
+from lantern_runtime.telemetry.spans import LeanSpan
+from lantern_runtime.telemetry.tracer import GlobalTracer, LeanTracer, lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -19,7 +19,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lantern_runtime.telemetry.propagation import extract
-from lantern_runtime.telemetry.spans import GlobalTracer
+from lantern_runtime.telemetry.tracer import GlobalTracer
 
 if TYPE_CHECKING:
     from faststream._internal.basic_types import AsyncFuncAny

@@ -16,7 +16,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, StatusCode
 
 from lantern_runtime.telemetry.server import DURATION_BUCKETS
-from lantern_runtime.telemetry.spans import lean_tracer
+from lantern_runtime.telemetry.tracer import lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping

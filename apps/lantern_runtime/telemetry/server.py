@@ -19,7 +19,7 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from lantern_runtime.telemetry.propagation import extract
-from lantern_runtime.telemetry.spans import lean_tracer
+from lantern_runtime.telemetry.tracer import lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, MutableMapping
