@@ -11,7 +11,6 @@ message is never dropped silently.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +22,7 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
 from lantern_runtime.backoff import full_jitter_delay
+from lantern_runtime.messaging.deadlines import HandlerDeadlines
 from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ def subscribe(
     """Register one FastStream subscriber on the work queue, dispatching on the message type."""
     queue = spec.work_queue()
     policy = _FailurePolicy(broker, spec, settings)
+    deadlines = HandlerDeadlines(settings.handler_timeout)
 
     @broker.subscriber(queue, decoder=_whole_message)
     async def on_message(delivered: Any) -> None:
@@ -111,9 +112,14 @@ def subscribe(
             delivery = Delivery(
                 message.message_id, message.correlation_id, attempt, settings.max_delivery_attempts
             )
-            # asyncio.timeout, unlike wait_for, runs the handler in this task: no task per message.
-            async with asyncio.timeout(settings.handler_timeout):
+            watch = deadlines.watch()
+            try:
                 await consumer.handle(event, delivery)
+            except BaseException as error:
+                if deadlines.leave(watch, error):
+                    raise TimeoutError from error
+                raise
+            deadlines.leave(watch, None)
         except PoisonMessage as error:
             _mark_span_failed(error)
             await policy.dead_letter(message, reason=str(error), attempts=attempt)
