@@ -171,9 +171,9 @@ async def lantern(
         EventPublisher,
         Topology,
         build_broker,
-        start_broker,
         subscribe,
     )
+    from lantern_runtime.messaging.broker import declare_topology
     from lantern_runtime.messaging.publisher import Event
     from lantern_runtime.settings import BrokerSettings
     from lantern_runtime.storage import create_engine, first_delivery, inbox_table
@@ -223,10 +223,12 @@ async def lantern(
     subscribe(broker, spec, {EVENT_TYPE: Consumer(TickHappened, handle)}, settings)
     topology = Topology((spec, DONE_QUEUE))
     await broker.connect()
-    meter.start()
-    await start_broker(broker, topology, settings)
-    # What a service's lifespan does once it is ready (lantern_runtime.app).
+    await declare_topology(broker, topology)
+    # What a service's lifespan does once it is ready (lantern_runtime.app). Like connecting
+    # and declaring, it is start-up, not the drain: FastStream's variants start the clock there too.
     freeze_startup_objects()
+    meter.start()
+    await broker.start()
     await meter.done.wait()
     result = meter.result(telemetry.tracer_provider.force_flush if telemetry.tracer_provider else None)
     await broker.stop()
