@@ -6,8 +6,8 @@ makes the publish span the parent of the consumer's process span, and the proces
 parent of everything the handler does, so the chain of cause and effect is the trace's shape.
 
 It runs for every message, so it does the least it can: without an SDK tracer provider it only
-passes the context on; with one, it starts the span directly (not through the decorator-based
-`start_as_current_span`) with the attributes the trace contract needs and no duplicates.
+passes the context on; with one, it starts a lean span (telemetry/spans.py) directly, with the
+attributes the trace contract needs and no duplicates.
 """
 
 from __future__ import annotations
