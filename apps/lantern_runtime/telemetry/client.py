@@ -13,10 +13,10 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from lantern_runtime.telemetry.server import DURATION_BUCKETS
-from lantern_runtime.telemetry.tracer import lean_tracer
+from lantern_runtime.telemetry.tracer import GlobalTracer
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -26,20 +26,21 @@ BREAKER_STATE = "lantern.circuit_breaker.state"
 
 
 class _Instruments:
-    """The tracer and histogram of the global providers, looked up again only when those change."""
+    """The tracer of the global provider, and the histogram of the global meter provider,
+    looked up again only when that changes."""
 
     def __init__(self) -> None:
-        self._providers: tuple[object, object] | None = None
+        self._tracer = GlobalTracer(_SCOPE)
+        self._meter_provider: object = None
         self.tracer: trace.Tracer | None = None
         self.duration: metrics.Histogram | None = None
 
     def refresh(self) -> None:
-        tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
-        if self._providers == (tracer_provider, meter_provider):
+        self.tracer = self._tracer.get()
+        meter_provider = metrics.get_meter_provider()
+        if meter_provider is self._meter_provider:
             return
-        self._providers = (tracer_provider, meter_provider)
-        untraced = isinstance(tracer_provider, ProxyTracerProvider | NoOpTracerProvider)
-        self.tracer = None if untraced else lean_tracer(tracer_provider, _SCOPE)
+        self._meter_provider = meter_provider
         self.duration = meter_provider.get_meter(_SCOPE).create_histogram(
             "http.client.request.duration",
             unit="s",

@@ -42,6 +42,16 @@ _UNSET = Status(StatusCode.UNSET)
 _PLAIN_VALUES = frozenset((str, bool, int, float))
 
 
+def _make_room(entries: list[Any], limit: int | None) -> int:
+    """Make room for one more entry as the SDK's BoundedList does, dropping the oldest of a full
+    list; how many were dropped (1 also when the limit is 0 and nothing may be kept)."""
+    if limit is None or len(entries) < limit:
+        return 0
+    if entries:
+        del entries[0]
+    return 1
+
+
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span with plain fields; see the module's docstring."""
 
@@ -86,7 +96,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         if (
             limits.max_span_attribute_length is None
             and len(attributes) <= (limits.max_span_attributes or 0)
-            and all(type(value) in _PLAIN_VALUES for value in attributes.values())
+            and _PLAIN_VALUES.issuperset(map(type, attributes.values()))
         ):
             # Lantern's own attributes: strings and numbers, already clean.
             self._attributes = attributes
@@ -168,12 +178,10 @@ class LeanSpan(trace.Span, ReadableSpan):
             _logger.warning("Adding an event to an ended span.")
             return
         limits = self._tracer.limits
-        # As the SDK's BoundedList: a full list drops its oldest entry.
-        if limits.max_events is not None and len(self._events) >= limits.max_events:
-            self._dropped_events += 1
-            if not self._events:
-                return
-            del self._events[0]
+        dropped = _make_room(self._events, limits.max_events)
+        self._dropped_events += dropped
+        if dropped and not limits.max_events:
+            return
         bounded = BoundedAttributes(
             limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length
         )
@@ -187,11 +195,10 @@ class LeanSpan(trace.Span, ReadableSpan):
         if not (context.is_valid or attributes or context.trace_state):
             return
         limits = self._tracer.limits
-        if limits.max_links is not None and len(self._links) >= limits.max_links:
-            self._dropped_links += 1
-            if not self._links:
-                return
-            del self._links[0]
+        dropped = _make_room(self._links, limits.max_links)
+        self._dropped_links += dropped
+        if dropped and not limits.max_links:
+            return
         bounded = BoundedAttributes(
             limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length
         )
