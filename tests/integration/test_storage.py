@@ -1,13 +1,16 @@
-"""The inbox and the effect it guards commit together or not at all, on SQLite and PostgreSQL."""
+"""The inbox and the effect it guards commit together or not at all, on SQLite and PostgreSQL;
+and a pooled PostgreSQL connection that the server closed is replaced, not handed out."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text
 
-from lantern_runtime.storage import first_delivery, inbox_table
+from lantern_runtime.storage import create_engine, first_delivery, inbox_table
 from tests.integration.conftest import engine_with
 
 if TYPE_CHECKING:
@@ -56,3 +59,39 @@ async def test_a_failed_effect_leaves_no_inbox_entry_so_the_redelivery_applies_i
         assert await first_delivery(conn, inbox, "m-2")
         await conn.execute(insert(effects).values(message_id="m-2"))
     assert await count(engine, effects) == 1
+
+
+@pytest.mark.postgres
+async def test_a_connection_the_server_closed_is_replaced_at_checkout(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        # The pooled connection's server process goes, as in a restart or failover.
+        admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", backend)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != backend
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_checking_out_a_live_connection_sends_nothing_to_the_server(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        sent: list[str] = []
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            raw.driver_connection.add_query_logger(lambda record: sent.append(record.query))
+        async with engine.connect():
+            pass
+        assert sent == []
+    finally:
+        await engine.dispose()
