@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 VARIANTS = (
     "aio-pika",
+    "aio-pika-full",
     "faststream",
     "faststream+otel",
     "lantern",
@@ -110,6 +111,60 @@ async def raw_aio_pika(url: str, queue_name: str, meter: Meter) -> dict[str, flo
                 break
     result = meter.result()
     await connection.close()
+    return result
+
+
+async def raw_aio_pika_full(url: str, queue_name: str, meter: Meter, database_url: str) -> dict[str, float]:
+    """The full path's work with no framework and no tracing: the floor under lantern-full."""
+    import aio_pika
+    import asyncpg
+
+    from bench.drain import DONE_QUEUE
+    from lantern_runtime.messaging.topology import EVENTS_EXCHANGE
+
+    database = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    await database.execute(
+        "CREATE TABLE processed_messages (message_id varchar(200) PRIMARY KEY, "
+        "processed_at timestamptz NOT NULL)"
+    )
+    record = "INSERT INTO processed_messages VALUES ($1, now()) ON CONFLICT DO NOTHING"
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=100)
+    queue = await channel.declare_queue(queue_name, durable=True, arguments=_queue_arguments(queue_name))
+    outcomes = await connection.channel(publisher_confirms=True)
+    exchange = await outcomes.declare_exchange(
+        EVENTS_EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    done = await outcomes.declare_queue(
+        DONE_QUEUE.name, durable=True, arguments=_queue_arguments(DONE_QUEUE.name)
+    )
+    await done.bind(exchange, DONE_EVENT_TYPE)
+    meter.start()
+    async with queue.iterator() as messages:
+        async for message in messages:
+            tick = Tick.model_validate_json(message.body)
+            async with database.transaction():
+                first = await database.execute(record, message.message_id) == "INSERT 0 1"
+            if first:
+                await exchange.publish(
+                    aio_pika.Message(
+                        Ticked(order_id=tick.order_id).model_dump_json().encode(),
+                        content_type="application/json",
+                        type=DONE_EVENT_TYPE,
+                        message_id=f"{message.message_id}:done",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=DONE_EVENT_TYPE,
+                    mandatory=True,
+                )
+            await message.ack()
+            meter.tick()
+            if meter.done.is_set():
+                break
+    result = meter.result()
+    await connection.close()
+    await database.close()
     return result
 
 
@@ -242,6 +297,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     meter = Meter(args.count)
     if args.variant == "aio-pika":
         return await raw_aio_pika(args.amqp_url, args.queue, meter)
+    if args.variant == "aio-pika-full":
+        return await raw_aio_pika_full(args.amqp_url, args.queue, meter, args.database_url)
     if args.variant in ("faststream", "faststream+otel"):
         return await faststream_plain(args.amqp_url, args.queue, meter, traced=args.variant.endswith("otel"))
     return await lantern(
