@@ -35,14 +35,19 @@ FULL = Sizes(20_000, 10.0, 25.0, 20.0, (2_000, 5_000, 10_000))
 QUICK = Sizes(3_000, 4.0, 20.0, 5.0, (200, 500, 1_000))
 
 
-def run(suite: str, rounds: int, sizes: Sizes, *, explicit: bool) -> Benchmark:
+# Rounds of a full run. The consumer's are the shortest and its CPU target the closest call, so
+# it gets the most; e2e's samples are the longest.
+ROUNDS = {"consumer": 5, "http": 3, "e2e": 2}
+QUICK_ROUNDS = 2
+
+
+def run(suite: str, rounds: int, sizes: Sizes) -> Benchmark:
     if suite == "consumer":
         return drain.benchmark(rounds, sizes.messages)
     if suite == "http":
         return http_hop.benchmark(rounds, sizes.http_seconds)
     if suite == "e2e":
-        # The longest samples: two rounds unless asked for more.
-        return saga.benchmark(rounds if explicit else min(rounds, 2), sizes.e2e_rate, sizes.e2e_seconds)
+        return saga.benchmark(rounds, sizes.e2e_rate, sizes.e2e_seconds)
     return memory.benchmark(sizes.memory_checkpoints)
 
 
@@ -55,12 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=None,
-        help="rounds per benchmark (default 3, e2e 2; --quick 2); memory runs once",
+        help="rounds per benchmark (default: consumer 5, http 3, e2e 2; --quick 2); memory runs once",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the suite")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    rounds = args.rounds or (2 if args.quick else 3)
     suites = SUITES if args.suite == "all" else (args.suite,)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
 
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     for suite in suites:
         started = time.monotonic()
         print(f"# {suite}", flush=True)
-        results.append(run(suite, rounds, sizes, explicit=args.rounds is not None))
+        rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS.get(suite, 1))
+        results.append(run(suite, rounds, sizes))
         print(f"  ({time.monotonic() - started:.0f} s)\n", flush=True)
     print(f"$ {command}    # {time.monotonic() - began:.0f} s\n")
     for result in results:

@@ -30,21 +30,29 @@ def test_medians_resist_one_bad_round() -> None:
     }
 
 
-def test_targets_compare_medians_measured_in_the_same_run() -> None:
-    medians = suite().medians()
-    cpu, speed = suite().targets
-    assert cpu.check(medians) == (1.2, True)
-    assert speed.check(medians) == (0.45, False)
+def test_a_target_is_the_median_of_the_ratios_within_each_round() -> None:
+    result = suite()
+    cpu, speed = result.targets
+    # CPU per round: 150/100, 110/90, 120/300; throughput: 400/1000, 500/1200, 450/900.
+    assert cpu.check(result.samples) == (110 / 90, True)
+    assert speed.check(result.samples) == (500 / 1200, False)
 
 
 def test_table_shows_ratios_and_verdicts() -> None:
     table = suite().table()
     assert "| traced  |" in table and "0.45x" in table and "1.20x" in table
-    assert "traced CPU: 1.20x (needs <= 1.25x) MET" in table
-    assert "traced speed: 0.45x (needs >= 0.5x) NOT MET" in table
+    assert "traced CPU: 1.22x (rounds 1.50, 1.22, 0.40; needs <= 1.25x) MET" in table
+    assert "traced speed: 0.42x (rounds 0.40, 0.42, 0.50; needs >= 0.5x) NOT MET" in table
 
 
 def test_a_missing_variant_fails_its_target_instead_of_crashing() -> None:
     result = suite()
     del result.samples["traced"]
-    assert result.targets[0].check(result.medians()) == (None, False)
+    assert result.targets[0].check(result.samples) == (None, False)
+    assert "traced CPU: n/a (needs <= 1.25x) NOT MET" in result.table()
+
+
+def test_variants_with_different_numbers_of_rounds_are_not_paired() -> None:
+    result = suite()
+    result.samples["traced"].pop()
+    assert result.targets[0].check(result.samples) == (None, False)
