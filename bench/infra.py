@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost as devstack_fresh_vhost
 
 if TYPE_CHECKING:
@@ -57,12 +57,6 @@ def fresh_database(fallback: Path) -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def python_env(**extra: str) -> dict[str, str]:

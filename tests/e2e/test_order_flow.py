@@ -3,7 +3,6 @@ real OTLP/HTTP to a sink this test runs: orders end where they should, once, in 
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
 from devstack.tracesink import traces_by_id
@@ -30,12 +30,6 @@ LARGE_ORDER = {
     "customer_id": "c-2",
     "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

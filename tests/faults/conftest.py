@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections import Counter
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
 
@@ -33,12 +33,6 @@ FAST_RECOVERY = {
     "BANK_UPSTREAM__BACKOFF_CAP": "0.1",
     "BANK_UPSTREAM__BREAKER_RESET_SECONDS": "0.5",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
