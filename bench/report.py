@@ -127,11 +127,11 @@ class Benchmark:
             ratio, met = target.check(self.samples)
             shown = "n/a" if ratio is None else f"{ratio:.2f}x"
             rounds_shown = ", ".join(f"{r:.2f}" for r in target.round_ratios(self.samples))
-            needs = f"rounds {rounds_shown}; " if rounds_shown else ""
+            spread = f"rounds {rounds_shown}; " if rounds_shown else ""
             sign = "<=" if target.at_most else ">="
             verdict = "MET" if met else "NOT MET"
             lines.append(
-                f"target: {target.description}: {shown} ({needs}needs {sign} {target.bound}x) {verdict}"
+                f"target: {target.description}: {shown} ({spread}needs {sign} {target.bound}x) {verdict}"
             )
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
