@@ -3,7 +3,7 @@ come with it."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -61,11 +61,7 @@ def _settling(lifespan: Callable[[FastAPI], Any] | None) -> Callable[[FastAPI], 
 
     @asynccontextmanager
     async def settled(app: FastAPI) -> AsyncIterator[Any]:
-        if lifespan is None:
-            freeze_startup_objects()
-            yield None
-            return
-        async with lifespan(app) as state:
+        async with lifespan(app) if lifespan is not None else nullcontext() as state:
             freeze_startup_objects()
             yield state
 

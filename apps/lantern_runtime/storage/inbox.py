@@ -4,6 +4,7 @@ so a redelivered message is recognised and applied at most once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
@@ -23,18 +24,13 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
-# One statement per inbox table and dialect: built and compiled once, then only executed.
-_inserts: dict[tuple[Table, str], Insert] = {}
-
-
+@cache
 def _insert(inbox: Table, dialect: str) -> Insert:
-    statement = _inserts.get((inbox, dialect))
-    if statement is None:
-        dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        # ON CONFLICT DO NOTHING instead of catching the error: no savepoint, and no failed
-        # statement to poison a PostgreSQL transaction.
-        statement = _inserts[inbox, dialect] = dialect_insert(inbox).on_conflict_do_nothing()
-    return statement
+    # One statement per inbox table and dialect: built and compiled once, then only executed.
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # ON CONFLICT DO NOTHING instead of catching the error: no savepoint, and no failed
+    # statement to poison a PostgreSQL transaction.
+    return dialect_insert(inbox).on_conflict_do_nothing()
 
 
 async def first_delivery(conn: AsyncConnection, inbox: Table, message_id: str) -> bool:
