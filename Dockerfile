@@ -1,14 +1,18 @@
-# syntax=docker/dockerfile:1
 # One Dockerfile, one target per service: gateway, orders, payments, bank, notifier.
 #   docker build --target orders -t lantern-orders .
 # All five share the same layers; only the CMD differs.
+#
+# BASE_IMAGE is any Debian bookworm image with python3 (3.11+) and its venv module: the
+# official Python image by default, or, where no registry can be reached, a base built
+# from Debian's own packages (tests/containers does that with debootstrap).
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 # --- builder: a virtualenv in /opt/venv ---------------------------------------
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when
@@ -26,7 +30,7 @@ RUN pip install --no-deps . \
     && python -m pip uninstall --yes pip setuptools
 
 # --- runtime: no compilers, no pip cache, non-root ----------------------------
-FROM python:3.11.14-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
