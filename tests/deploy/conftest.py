@@ -1,6 +1,7 @@
 """Fixtures for the offline deploy checks: real helm, real schemas, no cluster.
 
-helm and kubectl come from scripts/k8s-tools.sh (cached outside the repo). The
+helm and kubectl come from scripts/k8s-tools.sh (cached outside the repo); where it
+can neither find nor fetch them, the tests that need them skip and say why. The
 chart is rendered once per values file and shared by every test of the session.
 """
 
@@ -35,7 +36,10 @@ def tool_bin() -> Path:
         timeout=300,
         check=False,
     )
-    assert out.returncode == 0, f"scripts/k8s-tools.sh failed:\n{out.stderr}"
+    if out.returncode != 0:
+        # helm and kubectl are fetched into a cache outside the repo (LANTERN_CACHE, default
+        # ~/.cache/lantern); without them and without a way to fetch them, skip with the reason.
+        pytest.skip(f"no helm and kubectl: scripts/k8s-tools.sh failed:\n{out.stderr.strip()}")
     bin_dir = Path(out.stdout.strip().splitlines()[-1])
     assert (bin_dir / "helm").is_file(), f"k8s-tools.sh printed {bin_dir}, which has no helm"
     return bin_dir

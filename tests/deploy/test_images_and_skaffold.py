@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import CHART, REPO_ROOT, Render, template_args
+from tests.deploy.deploy_support import CHART, REPO_ROOT, Render, skaffold_schema, template_args
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.deploy
 
 SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
-SKAFFOLD_SCHEMA = Path(REPO_ROOT).parent / "shared" / "schemas" / "skaffold-v4beta14.json"
+DEFAULT_BASE_IMAGE = "python:3.11.14-slim-bookworm"
 # An exact version tag: digits and dots, optionally a variant such as -slim-bookworm.
 PINNED_TAG = re.compile(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.-]+)?$")
 
@@ -30,22 +32,43 @@ class Stage:
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
 
-def parse_dockerfile(path: Path) -> list[Stage]:
+def _instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
-    stages: list[Stage] = []
+    out = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults: only these may
+    appear in a FROM line."""
+    args = {}
+    for keyword, rest in _instructions(path):
+        if keyword == "FROM":
+            break
+        assert keyword == "ARG", f"{keyword} before the first FROM"
+        name, _, default = rest.partition("=")
+        args[name] = default.strip("\"'")
+    return args
+
+
+def parse_dockerfile(path: Path) -> list[Stage]:
+    """The stages, each base with the global ARGs' defaults substituted, as a build
+    without --build-arg sees them."""
+    args = global_args(path)
+    stages: list[Stage] = []
+    for keyword, rest in _instructions(path):
         if keyword == "FROM":
             match = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE)
-            assert match, f"unreadable FROM: {line}"
-            stages.append(Stage(name=match.group(2) or str(len(stages)), base=match.group(1)))
-        else:
-            assert stages, f"{keyword} before the first FROM"
-            stages[-1].instructions.append((keyword, rest.strip()))
+            assert match, f"unreadable FROM: {rest}"
+            base = re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], match.group(1))
+            stages.append(Stage(name=match.group(2) or str(len(stages)), base=base))
+        elif stages:
+            stages[-1].instructions.append((keyword, rest))
     return stages
 
 
@@ -70,7 +93,6 @@ def test_every_base_image_is_pinned(stages: dict[str, Stage]) -> None:
     for stage in stages.values():
         if stage.base in stages:  # built on an earlier stage
             continue
-        assert "$" not in stage.base, f"{stage.name}: base {stage.base} depends on a build arg"
         image, _, tag = stage.base.partition("@")[0].rpartition(":")
         assert image, f"{stage.name}: {stage.base} has no tag"
         assert PINNED_TAG.match(tag), f"{stage.name}: {stage.base} is not an exact version tag"
@@ -86,6 +108,25 @@ def test_every_service_target_runs_as_a_numeric_non_root_user(stages: dict[str, 
         assert int(uid) != 0, f"target {service}: USER {user} is root"
         cmds = [arg for keyword, arg in stages[service].instructions if keyword == "CMD"]
         assert json.loads(cmds[-1]) == ["python", "-m", service]
+
+
+def test_the_only_image_pulled_is_the_default_base() -> None:
+    """A build with no --build-arg pulls the official Python image and nothing else:
+    no BuildKit frontend (a `# syntax=` directive pulls one from Docker Hub), no
+    `COPY --from=<image>`, no `RUN --mount=from=<image>`."""
+    path = REPO_ROOT / "Dockerfile"
+    for line in path.read_text().splitlines():
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), f"parser directive: {line}"
+    assert global_args(path) == {"BASE_IMAGE": DEFAULT_BASE_IMAGE}
+    stages = parse_dockerfile(path)
+    names = {s.name for s in stages}
+    pulled = {s.base for s in stages if s.base not in names}
+    for stage in stages:
+        for _, rest in stage.instructions:
+            for source in re.findall(r"--(?:mount=\S*\b)?from=([^\s,]+)", rest):
+                if source not in names:
+                    pulled.add(source)
+    assert pulled == {DEFAULT_BASE_IMAGE}
 
 
 def test_dependencies_install_in_their_own_layer(stages: dict[str, Stage]) -> None:
@@ -115,8 +156,7 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
 
 
 def test_skaffold_config_matches_the_published_schema(skaffold: dict[str, Any]) -> None:
-    assert SKAFFOLD_SCHEMA.is_file(), f"missing {SKAFFOLD_SCHEMA}"
-    schema = json.loads(SKAFFOLD_SCHEMA.read_text())
+    schema = json.loads(skaffold_schema().read_text())
     jsonschema.Draft7Validator(schema).validate(skaffold)
     assert skaffold["apiVersion"] == "skaffold/v4beta14"
 
