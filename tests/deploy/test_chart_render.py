@@ -254,6 +254,22 @@ def test_services_follow_the_runtime_contract(render: Render) -> None:
         assert render.get("PodDisruptionBudget", name)
 
 
+def test_probes_leave_the_start_up_wait_to_the_service(render: Render) -> None:
+    """A service waiting for its broker or database serves /healthz 200 and /readyz 503
+    until STARTUP_TIMEOUT, then exits by itself. So the kubelet must not be the one to
+    end that wait: startup and liveness probes ask /healthz, only readiness asks /readyz,
+    and the startup probe gives the process time to import and bind its port."""
+    assert int(render.values["shared"]["env"]["STARTUP_TIMEOUT"]) > 0
+    for name in SERVICES:
+        (container,) = render.get("Deployment", name)["spec"]["template"]["spec"]["containers"]
+        startup, liveness = container["startupProbe"], container["livenessProbe"]
+        assert startup["httpGet"]["path"] == liveness["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, name
+        config = render.get("ConfigMap", f"{name}-config")["data"]
+        assert config["STARTUP_TIMEOUT"] == render.values["shared"]["env"]["STARTUP_TIMEOUT"]
+
+
 def test_bank_stays_single_and_staging_autoscales(renders: dict[str, Render]) -> None:
     for render in renders.values():
         assert render.get("Deployment", "bank")["spec"]["replicas"] == 1

@@ -217,6 +217,23 @@ def test_profiles_kind_by_default_and_staging_pushes(skaffold: dict[str, Any]) -
     assert f"kind-{kind_cluster['name']}" == "kind-lantern"
 
 
+def test_status_check_tolerates_start_up_restarts_until_a_deadline(
+    skaffold: dict[str, Any], renders: dict[str, Render]
+) -> None:
+    """The services may restart while the broker and database come up; skaffold waits for
+    the deadline instead of failing on the first restart, in every profile that deploys.
+    The deadline holds a service's full wait (STARTUP_TIMEOUT), a restart and a second
+    wait, so one that cannot connect has exited with its reason in the log before
+    skaffold gives up."""
+    startup_timeout = int(renders["kind"].values["shared"]["env"]["STARTUP_TIMEOUT"])
+    deploys = [("top level", skaffold["deploy"])]
+    deploys += [(p["name"], p["deploy"]) for p in skaffold["profiles"] if "deploy" in p]
+    for where, deploy in deploys:
+        assert deploy["tolerateFailuresUntilDeadline"] is True, where
+        assert deploy["statusCheckDeadlineSeconds"] >= 2 * startup_timeout, where
+        assert deploy.get("statusCheck", True) is True, where
+
+
 def test_port_forwards_reach_gateway_and_jaeger_ui(
     skaffold: dict[str, Any], renders: dict[str, Render]
 ) -> None:
