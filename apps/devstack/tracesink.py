@@ -74,11 +74,12 @@ def traces_by_id(spans_file: Path) -> dict[str, list[Span]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     parser.add_argument("--port", type=int, default=4318)
     parser.add_argument("--file", type=Path, required=True)
     args = parser.parse_args()
     args.file.parent.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(sink_app(args.file), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(sink_app(args.file), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""The five real images, run with exactly what the chart's kind render gives each Deployment,
+on a Docker network where every Service name resolves, RabbitMQ and PostgreSQL included.
+
+The tests run in file order on one platform: started before its broker and database, then
+one order, a consumer killed mid-burst, the probes, and last a drain of every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from lantern_runtime.smoke import ORDER, mint_token
+from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
+from tests.containers.images import docker
+from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
+
+if TYPE_CHECKING:
+    from tests.containers.platform import Platform
+
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+
+# The services that cannot work without RabbitMQ or PostgreSQL.
+NEEDS_INFRA = ("orders", "payments", "notifier")
+
+
+def started(platform: Platform) -> Platform:
+    """The platform with every service and both stand-ins running and ready."""
+    for name in platform.services:
+        if name not in platform.runs:
+            platform.start_service(name)
+    for name in ("rabbitmq", "postgres"):
+        if name not in platform.runs:
+            platform.start_stand_in(name)
+    platform.wait_ready(platform.services)
+    return platform
+
+
+def test_services_started_before_rabbitmq_and_postgres_become_ready_without_a_restart(
+    platform: Platform,
+) -> None:
+    for name in platform.services:
+        platform.start_service(name)
+    time.sleep(15)
+    for name in platform.services:
+        assert platform.state(name)["Running"], (name, platform.logs(name)[-2000:])
+        assert platform.probe(name, "livenessProbe") == 200, name
+    waiting = {name: platform.probe(name, "readinessProbe") for name in NEEDS_INFRA}
+    assert waiting == dict.fromkeys(NEEDS_INFRA, 503)
+    first_start = {name: platform.state(name)["StartedAt"] for name in platform.services}
+
+    platform.start_stand_in("rabbitmq")
+    platform.start_stand_in("postgres")
+    platform.wait_ready(platform.services, timeout=180)
+    assert {name: platform.restarts(name) for name in platform.services} == dict.fromkeys(platform.services, 0)
+    assert {name: platform.state(name)["StartedAt"] for name in platform.services} == first_start
+
+
+def test_one_order_through_the_gateway_is_confirmed_with_its_trace_whole(platform: Platform) -> None:
+    started(platform)
+    secret = platform.render.secret_data("gateway-auth")["jwt-secret"]
+    headers = {"Authorization": f"Bearer {mint_token(secret)}"}
+    with httpx.Client(base_url=platform.url("gateway"), headers=headers, timeout=10) as gateway:
+        placed = gateway.post("/api/orders", json=ORDER, headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert placed.status_code == 202, placed.text
+        order_id, trace_id = placed.json()["order_id"], placed.headers["traceresponse"].split("-")[1]
+        assert wait_until_final(platform.url("orders"), [order_id]) == {order_id: "confirmed"}
+
+    deadline, problems, tree = time.monotonic() + 30, ["no span yet"], ""
+    while problems and time.monotonic() < deadline:
+        spans = [span for span in platform.spans() if span.trace_id == trace_id]
+        problems, tree = check_trace(spans, order_flow_chain("authorized")), render_tree(spans)
+        time.sleep(0.5)
+    assert not problems, f"{problems}\n{tree}"
+    assert {span.service for span in spans} == {"gateway", "orders", "payments", "bank", "notifier"}
+
+
+def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing_twice(
+    platform: Platform,
+) -> None:
+    started(platform)
+    accepted: list[str] = []
+    burst = threading.Thread(target=lambda: accepted.extend(asyncio.run(place_orders(platform.url("orders"), 60))))
+    burst.start()
+    deadline = time.monotonic() + 60
+    while len(httpx.get(f"{platform.url('bank')}/authorizations").json()) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    docker("kill", platform.container("payments"))
+    burst.join()
+    assert platform.state("payments")["ExitCode"] == 137
+    docker("start", platform.container("payments"))
+    platform.wait_ready(["payments"])
+    statuses = wait_until_final(platform.url("orders"), accepted, timeout=120)
+    assert len(accepted) == 60
+    assert set(statuses.values()) == {"confirmed"}
+    assert_settled_once(platform, statuses)  # type: ignore[arg-type]
+
+
+def test_probes_answer_on_the_ports_and_paths_the_chart_gives_them(platform: Platform) -> None:
+    started(platform)
+    for name in platform.services:
+        answers = {probe: platform.probe(name, probe) for probe in platform.runs[name].probes}
+        assert answers == dict.fromkeys(platform.runs[name].probes, 200), name
+
+
+def test_the_rendered_env_names_services_only_by_their_service_names(platform: Platform) -> None:
+    started(platform)
+    for name in platform.services:
+        env = platform.runs[name].env
+        loopback = {k: v for k, v in env.items() if "localhost" in v or "127.0.0.1" in v}
+        assert not loopback, (name, loopback)
+    orders_env = platform.runs["orders"].env
+    assert "@rabbitmq:5672/" in orders_env["AMQP_URL"]
+    assert "@postgres:5432/orders" in orders_env["DATABASE_URL"]
+    assert platform.runs["payments"].env["BANK_URL"] == "http://bank:8003"
+
+
+def test_docker_stop_drains_each_service_and_exits_0_within_the_grace_period(platform: Platform) -> None:
+    started(platform)
+    for name in platform.services:
+        run = platform.runs[name]
+        # The kubelet runs the preStop sleep first, then sends SIGTERM with what is left.
+        budget = run.grace_seconds - run.pre_stop_sleep
+        began = time.monotonic()
+        docker("stop", "--time", str(budget), platform.container(name), timeout=budget + 30)
+        elapsed = time.monotonic() - began
+        state = platform.state(name)
+        assert (state["ExitCode"], elapsed < budget) == (0, True), (name, elapsed, platform.logs(name)[-1500:])
+        assert "Application shutdown complete." in platform.logs(name), name
