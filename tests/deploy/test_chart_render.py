@@ -413,6 +413,25 @@ def test_development_keys_come_from_the_chart_secret_and_oidc_keeps_only_the_sub
     assert not [o for o in renders["staging"].objects if o["metadata"]["name"] == "gateway-auth"]
 
 
+def test_generated_secrets_outlive_an_uninstall(render: Render) -> None:
+    """The PersistentVolumeClaims of RabbitMQ and PostgreSQL outlive `helm uninstall`, and
+    both apply credentials only to an empty data directory. So the Secrets the chart
+    generates stay too (resource-policy keep); the next install adopts them and its lookup
+    reuses their values instead of generating passwords the kept data would refuse."""
+    generated = {s["metadata"]["name"] for s in render.of_kind("Secret")}
+    expected = (
+        {"rabbitmq-credentials", "postgres-credentials"} if render.values["rabbitmq"]["enabled"] else set()
+    )
+    if not render.values["auth"]["existingSecret"]:
+        expected.add("gateway-auth")
+    assert generated == expected, render.mode
+    for name in generated:
+        annotations = render.get("Secret", name)["metadata"].get("annotations", {})
+        assert annotations.get("helm.sh/resource-policy") == "keep", f"{render.mode}: Secret {name}"
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert 'lookup "v1" "Secret" .root.Release.Namespace .secret' in helpers
+
+
 def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None:
     staging = renders["staging"]
     config = yaml.safe_load(staging.get("ConfigMap", "jaeger-config")["data"]["config.yaml"])

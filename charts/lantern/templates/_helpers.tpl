@@ -143,6 +143,20 @@ A password from values, else the one already stored in the Secret under `key`
 keep what install generated. `helm template` cannot look, so it renders new ones.
 Call with (dict "root" $ "secret" "rabbitmq-credentials" "given" .Values.rabbitmq.auth.password).
 */}}
+
+{{/*
+Metadata of a Secret whose values the chart generates. `helm uninstall` leaves it
+(resource-policy keep), so a later `helm install` of the same release in the same
+namespace adopts it and the lookup above finds the old values. Why: the
+StatefulSets' PersistentVolumeClaims also outlive an uninstall, and RabbitMQ and
+PostgreSQL apply credentials only when they initialise an empty data directory;
+fresh random passwords would lock every service out of the kept data. Keeping the
+Secret (rather than deleting the PVCs with persistentVolumeClaimRetentionPolicy)
+keeps the queues and orders as well, on kind and on any cluster alike.
+*/}}
+{{- define "lantern.keptSecretAnnotations" -}}
+helm.sh/resource-policy: keep
+{{- end }}
 {{- define "lantern.password" -}}
 {{- $key := .key | default "password" -}}
 {{- if .given -}}
