@@ -419,9 +419,8 @@ def test_generated_secrets_outlive_an_uninstall(render: Render) -> None:
     generates stay too (resource-policy keep); the next install adopts them and its lookup
     reuses their values instead of generating passwords the kept data would refuse."""
     generated = {s["metadata"]["name"] for s in render.of_kind("Secret")}
-    expected = (
-        {"rabbitmq-credentials", "postgres-credentials"} if render.values["rabbitmq"]["enabled"] else set()
-    )
+    stores = ("rabbitmq", "postgres")
+    expected = {f"{store}-credentials" for store in stores if render.values[store]["enabled"]}
     if not render.values["auth"]["existingSecret"]:
         expected.add("gateway-auth")
     assert generated == expected, render.mode
