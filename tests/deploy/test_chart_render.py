@@ -431,6 +431,87 @@ def test_generated_secrets_outlive_an_uninstall(render: Render) -> None:
     assert 'lookup "v1" "Secret" .root.Release.Namespace .secret' in helpers
 
 
+_BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes or RabbitMQ memory quantity in binary units ("768Mi", "600MiB"), in bytes."""
+    number = quantity.rstrip("KMGiB")
+    return int(number) * _BINARY_UNITS.get(quantity[len(number) :], 1)
+
+
+def test_statefulsets_are_governed_by_headless_services(render: Render) -> None:
+    for statefulset in render.of_kind("StatefulSet"):
+        name = statefulset["metadata"]["name"]
+        governing = render.get("Service", statefulset["spec"]["serviceName"])
+        assert governing["spec"]["clusterIP"] == "None", f"{render.mode}: {name}"
+        pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+        assert governing["spec"]["selector"].items() <= pod_labels.items()
+        # Clients keep a Service with a cluster IP under the plain name.
+        assert render.get("Service", name)["spec"].get("clusterIP") != "None"
+        # The kubelet leaves the data volume's modes alone once it belongs to fsGroup.
+        security = statefulset["spec"]["template"]["spec"]["securityContext"]
+        assert security["fsGroupChangePolicy"] == "OnRootMismatch", f"{render.mode}: {name}"
+
+
+def test_rabbitmq_memory_fits_its_limit(render: Render) -> None:
+    """The quorum queues' write-ahead log and the memory alarm sit inside the container's
+    limit: RabbitMQ's own default WAL (512 MiB) would not."""
+    if not render.values["rabbitmq"]["enabled"]:
+        return
+    statefulset = render.get("StatefulSet", "rabbitmq")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    assert _bytes(container["resources"]["requests"]["memory"]) >= limit // 2
+    conf_text = render.get("ConfigMap", "rabbitmq-config")["data"]["30-lantern.conf"]
+    conf = dict(line.split(" = ") for line in conf_text.splitlines())
+    wal = int(conf["raft.wal_max_size_bytes"])
+    watermark = _bytes(conf["vm_memory_high_watermark.absolute"])
+    assert wal <= 128 * 2**20 < 512 * 2**20
+    assert wal * 4 <= watermark <= limit * 0.7, (wal, watermark, limit)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert mount["mountPath"] == "/etc/rabbitmq/conf.d/30-lantern.conf"
+    assert mount["subPath"] == "30-lantern.conf"
+    # subPath mounts are not refreshed: a changed config must roll the pod.
+    assert "checksum/config" in statefulset["spec"]["template"]["metadata"]["annotations"]
+
+
+# An order's trace is about 25 spans (the 11 of the trace contract, plus HTTP and
+# database detail); 4 KiB per stored span is a generous estimate, not a measurement.
+JAEGER_BYTES_PER_TRACE = 25 * 4 * 2**10
+
+
+def test_jaeger_memory_store_is_bounded_within_its_limit(render: Render) -> None:
+    config = yaml.safe_load(render.get("ConfigMap", "jaeger-config")["data"]["config.yaml"])
+    backend = config["extensions"]["jaeger_storage"]["backends"]["traces"]
+    if "memory" not in backend:
+        return
+    (container,) = render.get("Deployment", "jaeger")["spec"]["template"]["spec"]["containers"]
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    max_traces = backend["memory"]["max_traces"]
+    assert max_traces == render.values["jaeger"]["storage"]["memory"]["maxTraces"]
+    assert max_traces * JAEGER_BYTES_PER_TRACE <= limit / 2, f"{max_traces} traces in {limit} bytes"
+
+
+def test_replicated_deployments_spread_over_nodes_and_zones(render: Render) -> None:
+    scaled = {h["spec"]["scaleTargetRef"]["name"]: h for h in render.of_kind("HorizontalPodAutoscaler")}
+    for deployment in render.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        hpa = scaled.get(name)
+        most = hpa["spec"]["maxReplicas"] if hpa else deployment["spec"]["replicas"]
+        pod = deployment["spec"]["template"]
+        constraints = pod["spec"].get("topologySpreadConstraints", [])
+        if most <= 1:
+            assert not constraints, f"{render.mode}: {name} has one replica and nothing to spread"
+            continue
+        keys = {c["topologyKey"] for c in constraints}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, f"{render.mode}: {name}"
+        for constraint in constraints:
+            assert constraint["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+            # A preference: a small cluster must still schedule every replica.
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
 def test_jaeger_badger_storage_uses_a_volume(renders: dict[str, Render]) -> None:
     staging = renders["staging"]
     config = yaml.safe_load(staging.get("ConfigMap", "jaeger-config")["data"]["config.yaml"])

@@ -29,12 +29,21 @@ Call with (dict "root" $ "image" .image "registry" "...").
 {{- if hasPrefix "sha256:" $tag }}{{ printf "%s@%s" $repo $tag }}{{ else }}{{ printf "%s:%s" $repo $tag }}{{ end -}}
 {{- end }}
 
-{{/* Restricted Pod Security: pod level. */}}
+{{/*
+Restricted Pod Security: pod level. With "persistent" true (pods with a
+PersistentVolume), the kubelet changes the volume's ownership and modes only while
+its root does not already belong to fsGroup, instead of on every mount: a recursive
+pass would widen RabbitMQ's .erlang.cookie (which Erlang then refuses) and
+PostgreSQL's data directory, and walks every file of a large volume at each start.
+*/}}
 {{- define "lantern.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .uid }}
 runAsGroup: {{ .uid }}
 fsGroup: {{ .uid }}
+{{- if .persistent }}
+fsGroupChangePolicy: OnRootMismatch
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
