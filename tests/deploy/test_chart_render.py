@@ -348,6 +348,7 @@ def test_route_table_change_rolls_the_gateway(helm) -> None:
         ("edge.routes[0].upstream.retries=3", "additional properties 'retries' not allowed"),
         ("redis.url=redis://redis:6379", "additional properties 'url' not allowed"),
         ("smokeTest.tokenSecret.token=x", "additional properties 'token' not allowed"),
+        ("networkPolicy.kubeAPIServer.cidrs[0]=0.0.0.0/0", "networkPolicy/kubeAPIServer/cidrs/0"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, override: str, complaint: str) -> None:
@@ -542,6 +543,37 @@ def test_collector_pipeline_uses_current_component_names() -> None:
     }
     assert not names & {"otlphttp", "k8sattributes", "spanmetrics"}
     assert "otlp" not in config["exporters"]
+
+
+def test_collector_reads_kubernetes_metadata_of_its_own_namespace_only(render: Render) -> None:
+    """k8s_attributes is filtered to the collector's namespace and extracts pod-level
+    metadata only, so a Role in that namespace is all it needs: no cluster-wide read."""
+    kinds = {o["kind"] for o in render.objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, render.mode
+    config = yaml.safe_load(render.get("ConfigMap", "otel-collector-config")["data"]["collector.yaml"])
+    k8s = config["processors"]["k8s_attributes"]
+    assert k8s["filter"] == {"namespace": "${env:K8S_NAMESPACE}"}
+    # Node or namespace metadata would need nodes or namespaces, which are cluster-scoped.
+    assert not [m for m in k8s["extract"]["metadata"] if m.startswith(("k8s.namespace.", "k8s.node.uid"))]
+    assert not [a for a in k8s["extract"].get("labels", []) if a.get("from") in {"namespace", "node"}]
+    collector = render.get("Deployment", "otel-collector")["spec"]["template"]["spec"]
+    env = _env(collector["containers"][0])
+    assert env["K8S_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    role = render.get("Role", "otel-collector")
+    granted = {
+        (group, resource) for r in role["rules"] for group in r["apiGroups"] for resource in r["resources"]
+    }
+    assert granted == {("", "pods"), ("apps", "replicasets")}
+    assert all(set(r["verbs"]) == {"get", "list", "watch"} for r in role["rules"])
+    binding = render.get("RoleBinding", "otel-collector")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "otel-collector",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": collector["serviceAccountName"], "namespace": "lantern"}
+    ]
 
 
 def test_pinned_third_party_images(render: Render) -> None:

@@ -118,8 +118,9 @@ def expected_flows(render: Render) -> set[Flow]:
     tcp("otel-collector", "jaeger", 4317, 4318)
     tcp("smoke-test", "gateway", 8080)
     tcp("smoke-test", "jaeger", 16686)
-    for cidr in values["networkPolicy"]["kubeAPIServer"]["cidrs"]:
-        tcp("otel-collector", f"cidr:{cidr}", 443, 6443)
+    api_server = values["networkPolicy"]["kubeAPIServer"]
+    for cidr in api_server["cidrs"]:
+        tcp("otel-collector", f"cidr:{cidr}", *api_server["ports"])
 
     for backend, port in (("rabbitmq", 5672), ("postgres", 5432)):
         for app in BROKER_AND_DATABASE_USERS:
@@ -206,3 +207,14 @@ def test_staging_opens_the_identity_provider_and_redis_to_the_gateway_only(
         for rule in rules:
             sources = {f[0] for f in allowed if f[1] == f"cidr:{rule['cidr']}"}
             assert sources == {"gateway"}, f"{section}: {rule['cidr']} is open to {sources}"
+
+
+def test_no_pod_may_send_everywhere(render: Render) -> None:
+    """Egress outside the release goes to named CIDRs only; the collector's reaches the
+    API server's addresses and nothing else outside the cluster."""
+    allowed = allowed_flows(render)
+    everywhere = {"cidr:0.0.0.0/0", "cidr:::/0", "*"}
+    assert not [f for f in allowed if f[1] in everywhere], render.mode
+    api_server = render.values["networkPolicy"]["kubeAPIServer"]
+    collector_out = {(f[1], f[2]) for f in allowed if f[0] == "otel-collector" and f[1].startswith("cidr:")}
+    assert collector_out == {(f"cidr:{c}", port) for c in api_server["cidrs"] for port in api_server["ports"]}

@@ -192,8 +192,8 @@ def _references(obj: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield "Service", obj["spec"]["serviceName"]
     elif kind == "HorizontalPodAutoscaler":
         yield obj["spec"]["scaleTargetRef"]["kind"], obj["spec"]["scaleTargetRef"]["name"]
-    elif kind == "ClusterRoleBinding":
-        yield "ClusterRole", obj["roleRef"]["name"]
+    elif kind in {"RoleBinding", "ClusterRoleBinding"}:
+        yield obj["roleRef"]["kind"], obj["roleRef"]["name"]
         for subject in obj["subjects"]:
             yield subject["kind"], subject["name"]
     elif kind == "HTTPRoute":
