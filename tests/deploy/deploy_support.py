@@ -51,8 +51,18 @@ class Render:
         raise AssertionError(f"{self.mode}: no {kind} named {name!r} in the render")
 
 
-def template_args(*extra: str) -> list[str]:
-    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra]
+# What a cluster with the Gateway API CRDs reports; the chart refuses to install without them.
+GATEWAY_API_VERSIONS = (
+    "--api-versions",
+    "gateway.networking.k8s.io/v1/Gateway,gateway.networking.k8s.io/v1/HTTPRoute",
+)
+
+
+def template_args(*extra: str, gateway_api: bool = True) -> list[str]:
+    """`helm template` of the chart, as if against a cluster that serves the Gateway API
+    unless gateway_api is False."""
+    served = GATEWAY_API_VERSIONS if gateway_api else ()
+    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *served, *extra]
 
 
 def values_args(mode: str) -> list[str]:

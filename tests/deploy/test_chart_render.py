@@ -88,6 +88,25 @@ GATEWAY_API_SCHEMAS: dict[str, dict[str, Any]] = {
                     "additionalProperties": False,
                     "properties": {
                         "matches": {"type": "array"},
+                        "filters": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["type"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "type": {"const": "RequestRedirect"},
+                                    "requestRedirect": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "scheme": {"enum": ["http", "https"]},
+                                            "statusCode": {"enum": [301, 302]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
                         "backendRefs": {
                             "type": "array",
                             "items": {
@@ -163,8 +182,61 @@ def test_gateway_api_route_reaches_the_gateway_service(renders: dict[str, Render
     assert gateway["spec"]["gatewayClassName"] == "eg"
     https = [li for li in gateway["spec"]["listeners"] if li["protocol"] == "HTTPS"]
     assert https[0]["tls"]["certificateRefs"][0]["name"] == "lantern-staging-tls"
-    assert route["spec"]["parentRefs"] == [{"name": "lantern"}]
     assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "gateway", "port": 8080}]
+
+
+def _listeners(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+
+
+@pytest.mark.parametrize("mode", ["default", "staging"])
+def test_with_tls_the_api_is_https_only_and_http_redirects(renders: dict[str, Render], mode: str) -> None:
+    render = renders[mode]
+    tls = render.values["ingress"]["gatewayAPI"]["tls"]["enabled"]
+    listeners = _listeners(render.get("Gateway", "lantern"))
+    routes = {r["metadata"]["name"]: r["spec"] for r in render.of_kind("HTTPRoute")}
+    api = routes.pop("gateway")
+    (parent,) = api["parentRefs"]
+    assert parent == {"name": "lantern", "sectionName": "https" if tls else "http"}
+    assert listeners[parent["sectionName"]]["protocol"] == ("HTTPS" if tls else "HTTP")
+    if not tls:
+        assert not routes, f"{mode}: a redirect without TLS"
+        return
+    # Plain HTTP: one rule, no backend, a permanent redirect to https on its default port.
+    redirect = routes.pop("gateway-https-redirect")
+    assert not routes
+    assert redirect["parentRefs"] == [{"name": "lantern", "sectionName": "http"}]
+    assert listeners["http"]["protocol"] == "HTTP"
+    assert redirect.get("hostnames") == api.get("hostnames")
+    (rule,) = redirect["rules"]
+    assert "backendRefs" not in rule
+    assert rule["filters"] == [
+        {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+    ]
+
+
+def test_without_the_gateway_api_the_install_fails_and_says_what_to_install(helm) -> None:
+    refused = helm(*template_args(gateway_api=False), check=False)
+    assert refused.returncode != 0
+    for needed in (
+        "gateway.networking.k8s.io/v1 Gateway and HTTPRoute",
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/",
+        "ingress.ingress.enabled=true",
+        "--api-versions",
+    ):
+        assert needed in refused.stderr, refused.stderr
+    # The way out for rendering without a cluster, and the Ingress alternative.
+    skipped = helm(*template_args("--set", "ingress.gatewayAPI.capabilityCheck=false", gateway_api=False))
+    assert {o["kind"] for o in yaml.safe_load_all(skipped.stdout) if o} >= {"Gateway", "HTTPRoute"}
+    ingress = helm(
+        *template_args(
+            *("--set", "ingress.gatewayAPI.enabled=false", "--set", "ingress.ingress.enabled=true"),
+            gateway_api=False,
+        )
+    )
+    assert "Ingress" in {o["kind"] for o in yaml.safe_load_all(ingress.stdout) if o}
+    # kind runs without the Gateway API by default.
+    helm(*template_args(*values_args("kind"), gateway_api=False))
 
 
 def test_ingress_is_the_switchable_alternative(helm) -> None:

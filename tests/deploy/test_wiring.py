@@ -200,7 +200,7 @@ def _references(obj: dict[str, Any]) -> Iterator[tuple[str, str]]:
         for parent in obj["spec"]["parentRefs"]:
             yield "Gateway", parent["name"]
         for rule in obj["spec"]["rules"]:
-            for backend in rule["backendRefs"]:
+            for backend in rule.get("backendRefs", []):
                 yield "Service", backend["name"]
     elif kind == "Gateway":
         for listener in obj["spec"]["listeners"]:
