@@ -60,7 +60,14 @@ def base_image() -> str:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="rootfs-") as rootfs:
         out = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, rootfs, MIRROR],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                SUITE,
+                rootfs,
+                MIRROR,
+            ],
             capture_output=True,
             text=True,
             timeout=900,
@@ -90,12 +97,19 @@ def base_image() -> str:
 
 def build_service_image(base: str, target: str, ref: str) -> None:
     """One target of the project's Dockerfile, tagged as the chart names its image."""
-    docker(
-        "build", "--quiet", "--build-arg", f"BASE_IMAGE={base}", "--target", target, "--tag", ref, str(REPO_ROOT),
-        timeout=1200,
-    )  # fmt: skip
+    build_args = ["--build-arg", f"BASE_IMAGE={base}"]
+    docker("build", "--quiet", *build_args, "--target", target, "--tag", ref, str(REPO_ROOT), timeout=1200)
 
 
 def build_infra_image(base: str) -> str:
-    docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={base}", "--tag", INFRA_IMAGE, str(INFRA_DIR), timeout=900)
+    docker(
+        "build",
+        "--quiet",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "--tag",
+        INFRA_IMAGE,
+        str(INFRA_DIR),
+        timeout=900,
+    )
     return INFRA_IMAGE

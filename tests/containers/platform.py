@@ -57,7 +57,8 @@ class Platform:
         docker(
             "run", "--detach", "--name", self.container(SINK), "--network", self.network, *aliases,
             "--read-only", "--tmpfs", "/tmp:rw,mode=1777", "--user", "10001:10001", "--cap-drop", "ALL",
-            image, "python", "-m", "devstack.tracesink", "--host", "0.0.0.0", "--port", "4318", "--file", SINK_FILE,
+            image, "python", "-m", "devstack.tracesink",
+            "--host", "0.0.0.0", "--port", "4318", "--file", SINK_FILE,
         )  # fmt: skip
 
     def ip(self, name: str) -> str:

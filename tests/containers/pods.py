@@ -105,7 +105,9 @@ def pod_run(render: Render, workload: dict[str, Any], files_dir: Path, *, stand_
         command=container.get("command"),
         container_args=container.get("args"),
         ports={p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p},
-        probes={k: container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in container},
+        probes={
+            k: container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in container
+        },
         grace_seconds=spec.get("terminationGracePeriodSeconds", 30),
         pre_stop_sleep=container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0),
     )

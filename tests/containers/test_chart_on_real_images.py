@@ -58,7 +58,9 @@ def test_services_started_before_rabbitmq_and_postgres_become_ready_without_a_re
     platform.start_stand_in("rabbitmq")
     platform.start_stand_in("postgres")
     platform.wait_ready(platform.services, timeout=180)
-    assert {name: platform.restarts(name) for name in platform.services} == dict.fromkeys(platform.services, 0)
+    assert {name: platform.restarts(name) for name in platform.services} == dict.fromkeys(
+        platform.services, 0
+    )
     assert {name: platform.state(name)["StartedAt"] for name in platform.services} == first_start
 
 
@@ -86,10 +88,14 @@ def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing
 ) -> None:
     started(platform)
     accepted: list[str] = []
-    burst = threading.Thread(target=lambda: accepted.extend(asyncio.run(place_orders(platform.url("orders"), 60))))
+    burst = threading.Thread(
+        target=lambda: accepted.extend(asyncio.run(place_orders(platform.url("orders"), 60)))
+    )
     burst.start()
     deadline = time.monotonic() + 60
-    while len(httpx.get(f"{platform.url('bank')}/authorizations").json()) < 10 and time.monotonic() < deadline:
+    while (
+        len(httpx.get(f"{platform.url('bank')}/authorizations").json()) < 10 and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     docker("kill", platform.container("payments"))
     burst.join()
@@ -131,5 +137,9 @@ def test_docker_stop_drains_each_service_and_exits_0_within_the_grace_period(pla
         docker("stop", "--time", str(budget), platform.container(name), timeout=budget + 30)
         elapsed = time.monotonic() - began
         state = platform.state(name)
-        assert (state["ExitCode"], elapsed < budget) == (0, True), (name, elapsed, platform.logs(name)[-1500:])
+        assert (state["ExitCode"], elapsed < budget) == (0, True), (
+            name,
+            elapsed,
+            platform.logs(name)[-1500:],
+        )
         assert "Application shutdown complete." in platform.logs(name), name
