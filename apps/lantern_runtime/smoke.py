@@ -64,7 +64,10 @@ def check_in_jaeger(jaeger: httpx.Client, trace_id: str, deadline: float) -> tup
     return problems, tree
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; `helm test` (charts/lantern/templates/tests/smoke.yaml) passes
+    --gateway, --jaeger, --timeout from smokeTest.timeoutSeconds and, with development
+    keys, --hs256-secret-env."""
     parser = argparse.ArgumentParser(prog="python -m lantern_runtime.smoke", description=__doc__)
     parser.add_argument("--gateway", required=True, help="e.g. http://gateway:8080")
     parser.add_argument("--jaeger", required=True, help="Jaeger query, e.g. http://jaeger:16686")
@@ -80,6 +83,11 @@ def main() -> int:
         help="mint a short-lived HS256 token from the secret in this environment variable "
         "(e.g. GATEWAY_JWT_SECRET), with GATEWAY_JWT_ISSUER/GATEWAY_JWT_AUDIENCE when set",
     )
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if args.hs256_secret_env:
         secret = os.environ.get(args.hs256_secret_env)

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lantern_runtime.smoke import build_parser
 from tests.deploy.deploy_support import (
     CHART,
     REPO_ROOT,
@@ -357,6 +358,7 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
     jobs = [j for j in render.of_kind("Job") if j["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     assert len(jobs) == 1
     (container,) = jobs[0]["spec"]["template"]["spec"]["containers"]
+    timeout = render.values["smokeTest"]["timeoutSeconds"]
     smoke = [
         "python",
         "-m",
@@ -365,6 +367,8 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
         "http://gateway:8080",
         "--jaeger",
         "http://jaeger:16686",
+        "--timeout",
+        str(timeout),
     ]
     gateway = render.get("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == gateway["image"]
@@ -379,6 +383,23 @@ def test_helm_test_hook_runs_the_smoke_module(render: Render) -> None:
         # Development keys: the Job mints its token from the very secret the gateway checks.
         assert container["command"] == [*smoke, "--hs256-secret-env", "GATEWAY_JWT_SECRET"]
         assert env["GATEWAY_JWT_SECRET"] == _env(gateway)["GATEWAY_JWT_SECRET"]
+
+
+@pytest.mark.parametrize("timeout", [None, 300])
+def test_the_smoke_runs_for_smoke_test_timeout_seconds(helm, timeout: int | None) -> None:
+    """smokeTest.timeoutSeconds reaches the smoke's own --timeout, as the smoke's parser
+    reads it, and the Job's deadline leaves it room to report."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    expected = timeout or values["smokeTest"]["timeoutSeconds"]
+    extra = ("--set", f"smokeTest.timeoutSeconds={timeout}") if timeout else ()
+    objects = [o for o in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if o]
+    (job,) = [o for o in objects if o["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "lantern_runtime.smoke"]
+    args = build_parser().parse_args(command[3:])
+    assert args.timeout == expected
+    assert job["spec"]["activeDeadlineSeconds"] >= expected + 30
 
 
 def test_config_change_rolls_the_pods(helm) -> None:

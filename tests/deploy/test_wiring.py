@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -378,3 +379,18 @@ def test_the_gateway_settings_load_from_the_rendered_environment(
     assert edge.rate_limit == render.values["edge"]["rateLimit"]
     prefixes = {route.prefix for route in settings.route_table().routes}
     assert prefixes == {route["prefix"] for route in render.values["edge"]["routes"]}
+
+
+LOOPBACK = re.compile(r"localhost|127\.\d+\.\d+\.\d+|\[?::1\]?(?![0-9a-f:])", re.IGNORECASE)
+
+
+def test_services_find_each_other_by_service_name_not_loopback(render: Render) -> None:
+    """Each pod has its own loopback: a URL to localhost in a Deployment's environment
+    (from its ConfigMap, its own variables or a Secret the chart generates) reaches
+    nothing in Kubernetes. Other pods are reached by their Service names."""
+    for deployment in render.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for variable, value in _resolved_env(render, container).items():
+                assert not LOOPBACK.search(value or ""), f"{render.mode}: {name} {variable}={value}"
+            assert not LOOPBACK.search(" ".join(container.get("args", []) + container.get("command", [])))

@@ -130,8 +130,8 @@ into its ConfigMap. HSTS only where the public entry terminates TLS.
 {{- $out := dict
   "GATEWAY_ROUTES_FILE" "/etc/lantern/gateway/routes.json"
   "GATEWAY_RATE_LIMIT" ($v.edge.rateLimit | toString)
-  "FORWARDED_ALLOW_IPS" (join "," $v.edge.forwardedAllowIps)
 -}}
+{{- with $v.edge.forwardedAllowIps }}{{ $_ := set $out "FORWARDED_ALLOW_IPS" (join "," .) }}{{ end -}}
 {{- with $v.edge.corsOrigins }}{{ $_ := set $out "GATEWAY_CORS_ORIGINS" (join "," .) }}{{ end -}}
 {{- $tls := or (and $v.ingress.gatewayAPI.enabled $v.ingress.gatewayAPI.tls.enabled) (and $v.ingress.ingress.enabled $v.ingress.ingress.tls.enabled) -}}
 {{- if and $tls $v.edge.hstsMaxAge }}{{ $_ := set $out "GATEWAY_HSTS_MAX_AGE" (int $v.edge.hstsMaxAge | toString) }}{{ end -}}
