@@ -13,16 +13,34 @@ if TYPE_CHECKING:
 
 
 class Readiness:
-    """The named checks a service needs to pass, plus the drain flag set on SIGTERM."""
+    """The named checks a service needs to pass, plus its state as the runner sees it: still
+    starting (and waiting for what), gave up starting, or draining after SIGTERM."""
 
     def __init__(self, checks: Mapping[str, Callable[[], Awaitable[bool]]], *, timeout: float = 2.0) -> None:
         self._checks = dict(checks)
         self._timeout = timeout
         self.draining = False
+        # Set by a background start-up: "starting" and each dependency it still waits for.
+        self.starting: list[str] = []
+        # Why start-up gave up; the runner then stops the server and exits non-zero.
+        self.gave_up: str | None = None
+        self._on_give_up: list[Callable[[], None]] = []
+
+    def give_up(self, reason: str) -> None:
+        """Start-up cannot finish: tell whoever runs the service to stop it."""
+        self.gave_up = reason
+        for stop in self._on_give_up:
+            stop()
+
+    def on_give_up(self, stop: Callable[[], None]) -> None:
+        self._on_give_up.append(stop)
 
     async def failing(self) -> list[str]:
         if self.draining:
             return ["draining"]
+        if self.starting:
+            # The checks would only fail too, and a broker ping mid-connect helps no one.
+            return list(self.starting)
         names = list(self._checks)
         results = await asyncio.gather(
             *(self._run(self._checks[name]) for name in names), return_exceptions=True

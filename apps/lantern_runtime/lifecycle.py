@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lantern_runtime.health import Readiness
-from lantern_runtime.messaging import broker_ready, start_broker, stop_consuming
+from lantern_runtime.messaging import broker_ready, connect_broker, redacted_url, stop_consuming
+from lantern_runtime.startup import Dependency, Startup
 from lantern_runtime.storage import database_ready
 
 if TYPE_CHECKING:
@@ -47,28 +50,77 @@ class EventDrivenService:
     relay: OutboxRelay | None = None
     workers: Sequence[Worker] = ()
     clients: Sequence[Closable] = ()
+    _readiness: Readiness = field(init=False)
+    _startup: Startup = field(init=False)
 
-    def readiness(self) -> Readiness:
+    def __post_init__(self) -> None:
         checks = {"broker": broker_ready(self.broker)}
         if self.engine is not None:
             checks["database"] = database_ready(self.engine)
-        return Readiness(checks)
+        self._readiness = Readiness(checks)
+        self._startup = Startup(
+            self._dependencies(),
+            self._finish_starting,
+            self._readiness,
+            timeout=self.settings.startup_timeout,
+        )
 
-    @asynccontextmanager
-    async def running(self, _app: Any = None) -> AsyncIterator[None]:
-        """The app's lifespan. Stopping: workers, then consumers (in-flight messages finish),
-        then the relay's last publish of what they committed, then connections."""
-        if self.engine is not None and self.metadata is not None:
-            async with self.engine.begin() as conn:
+    def readiness(self) -> Readiness:
+        return self._readiness
+
+    def _dependencies(self) -> list[Dependency]:
+        waits = []
+        if self.engine is not None:
+            # create_all is the database's "connect": it needs the connection anyway, and a
+            # replica losing the race to create a table just tries again.
+            waits.append(
+                Dependency(
+                    "database",
+                    self.engine.url.render_as_string(hide_password=True),
+                    self._create_tables,
+                    attempt_timeout=10.0,
+                )
+            )
+        # The broker's own connect timeout bounds each attempt. The topology is declared here,
+        # not at finish, so a declaration failing on a flapping broker is retried too.
+        waits.append(
+            Dependency(
+                "broker",
+                redacted_url(self.settings.amqp_url),
+                partial(connect_broker, self.broker, self.topology),
+            )
+        )
+        return waits
+
+    async def _create_tables(self) -> None:
+        assert self.engine is not None
+        async with self.engine.begin() as conn:
+            if self.metadata is not None:
                 await conn.run_sync(self.metadata.create_all)
-        await start_broker(self.broker, self.topology, self.settings)
+
+    async def _finish_starting(self) -> None:
+        await self.broker.start()
         if self.relay is not None:
             self.relay.start()
         for worker in self.workers:
             worker.start()
+
+    @asynccontextmanager
+    async def running(self, _app: Any = None) -> AsyncIterator[None]:
+        """The app's lifespan. Starting runs in the background (see lantern_runtime.startup), so
+        the server answers its probes while the broker and database are awaited. Stopping: the
+        start-up if still running, then workers, consumers (in-flight messages finish), the
+        relay's last publish of what they committed, then connections. Each part's stop is
+        harmless if it never started."""
+        startup = asyncio.create_task(self._startup.run(), name="startup")
         try:
             yield
         finally:
+            if not startup.done():
+                logger.info("stopping before start-up finished; start-up cancelled")
+                startup.cancel()
+            # wait(), not await: the start-up's cancellation must not pass for the lifespan's own.
+            await asyncio.wait([startup])
             for worker in self.workers:
                 await worker.stop()
             await stop_consuming(self.broker)

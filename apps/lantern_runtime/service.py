@@ -22,13 +22,23 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 logger = logging.getLogger(__name__)
 
+# The code uvicorn exits with when a lifespan's start-up fails; a background start-up that gives
+# up ends the same way.
+STARTUP_FAILURE = 3
+
 
 class _DrainingServer(uvicorn.Server):
-    """Turns readiness false the moment a stop signal arrives, before uvicorn stops accepting."""
+    """Turns readiness false the moment a stop signal arrives, before uvicorn stops accepting;
+    stops (as on a signal, draining what started) when start-up gives up."""
 
     def __init__(self, config: uvicorn.Config, readiness: Readiness) -> None:
         super().__init__(config)
         self._readiness = readiness
+        readiness.on_give_up(self._stop)
+
+    def _stop(self) -> None:
+        # uvicorn's main loop checks this every tenth of a second, then shuts down as on SIGTERM.
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self._readiness.draining:
@@ -41,7 +51,8 @@ def run_service(app: FastAPI, settings: ServiceSettings, readiness: Readiness, t
     """Serve until SIGTERM or SIGINT; in-flight requests get `shutdown_timeout` seconds to finish.
 
     The app's lifespan stops consumers (waiting for in-flight messages) after the server
-    stops; telemetry is flushed after that, so the last spans are not lost.
+    stops; telemetry is flushed after that, so the last spans are not lost. If start-up gave up
+    (see lantern_runtime.startup), the process then exits with STARTUP_FAILURE.
     """
     config = uvicorn.Config(
         app,
@@ -55,6 +66,9 @@ def run_service(app: FastAPI, settings: ServiceSettings, readiness: Readiness, t
         _DrainingServer(config, readiness).run()
     finally:
         telemetry.shutdown()
+    if readiness.gave_up is not None:
+        # Start-up logged why when it gave up; the status tells the orchestrator the start failed.
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def serve(

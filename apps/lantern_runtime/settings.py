@@ -25,6 +25,10 @@ class BrokerSettings(ServiceSettings):
     """Settings of a service that talks to RabbitMQ."""
 
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    # Seconds start-up waits for the broker and database to answer (retrying with backoff, /readyz
+    # 503 meanwhile) before it gives up and the process exits with code 3. Five minutes covers a
+    # cluster bringing RabbitMQ and PostgreSQL up beside the services; a wrong URL still ends.
+    startup_timeout: float = Field(default=300.0, gt=0)
     # Deliveries a consumer may hold unacknowledged at once.
     prefetch_count: int = Field(default=32, ge=1)
     # Attempts before a failing message is dead-lettered.

@@ -32,11 +32,17 @@ ORDER = {
 @pytest.fixture
 async def client(database_url: str, amqp_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = OrdersSettings(database_url=database_url, amqp_url=amqp_url, outbox_poll_seconds=0.1)
-    app, _ = create_app(settings, Telemetry("orders"))
+    app, readiness = create_app(settings, Telemetry("orders"))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orders") as client,
     ):
+        # The lifespan yields at once and connects in the background; tables exist once ready.
+        for _ in range(600):
+            if not await readiness.failing():
+                break
+            await asyncio.sleep(0.05)
+        assert await readiness.failing() == []
         yield client
 
 

@@ -3,7 +3,9 @@
 from lantern_runtime.messaging.broker import (
     broker_ready,
     build_broker,
+    connect_broker,
     declare_topology,
+    redacted_url,
     start_broker,
     stop_consuming,
 )
@@ -21,7 +23,9 @@ __all__ = [
     "Topology",
     "broker_ready",
     "build_broker",
+    "connect_broker",
     "declare_topology",
+    "redacted_url",
     "start_broker",
     "stop_consuming",
     "subscribe",

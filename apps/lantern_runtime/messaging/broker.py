@@ -61,20 +61,28 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
         await dead.bind(dead_letters, routing_key=spec.name)
 
 
+async def connect_broker(broker: RabbitBroker, topology: Topology) -> None:
+    """Connect and declare the topology, without consuming yet. Both steps are idempotent, so a
+    start-up retrying after a failure may call it again."""
+    await broker.connect()
+    await declare_topology(broker, topology)
+
+
 async def start_broker(broker: RabbitBroker, topology: Topology, settings: BrokerSettings) -> None:
     """Connect, declare the topology, then start consuming; raise naming the URL if unreachable."""
     try:
         await broker.connect()
     except Exception as error:
         raise ConnectionError(
-            f"cannot reach RabbitMQ at {_redacted(settings.amqp_url)}: {error}. "
+            f"cannot reach RabbitMQ at {redacted_url(settings.amqp_url)}: {error}. "
             "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL."
         ) from error
     await declare_topology(broker, topology)
     await broker.start()
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with its password as ***, fit for logs."""
     parsed = urlsplit(url)
     if parsed.password is None:
         return url
