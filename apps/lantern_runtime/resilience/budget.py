@@ -1,14 +1,21 @@
 """A retry budget: retries may add at most a fraction of the calls made recently, so that when
-an upstream struggles, its callers do not multiply the load on it."""
+an upstream struggles, its callers do not multiply the load on it.
+
+Calls and retries are counted per slice of the window in a fixed ring of slices, so the budget
+holds the same few numbers after a billion calls as after ten: nothing is kept per call. A call
+stops counting between `window - window/SLICES` and `window` seconds after it was made.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+SLICES = 20
 
 
 class RetryBudget:
@@ -20,26 +27,40 @@ class RetryBudget:
         window: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if window <= 0:
+            raise ValueError(f"a retry budget's window must be positive, not {window!r} s")
         self.ratio = ratio
         self.min_retries = min_retries
         self.window = window
         self._clock = clock
-        self._calls: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        self._width = window / SLICES
+        # Slot i counts the slice numbered _slices[i] (time // width); a stale slot is reused.
+        self._slices = [-1] * SLICES
+        self._calls = [0] * SLICES
+        self._retries = [0] * SLICES
 
-    def _prune(self, now: float) -> None:
-        for stamps in (self._calls, self._retries):
-            while stamps and now - stamps[0] > self.window:
-                stamps.popleft()
+    def _slot(self, now: float) -> int:
+        number = math.floor(now / self._width)
+        slot = number % SLICES
+        if self._slices[slot] != number:
+            self._slices[slot] = number
+            self._calls[slot] = 0
+            self._retries[slot] = 0
+        return slot
+
+    def _recent(self, counts: list[int], now: float) -> int:
+        oldest = math.floor(now / self._width) - SLICES + 1
+        return sum(count for number, count in zip(self._slices, counts, strict=True) if number >= oldest)
 
     def record_call(self) -> None:
-        self._calls.append(self._clock())
+        self._calls[self._slot(self._clock())] += 1
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when the budget for this window is spent."""
         now = self._clock()
-        self._prune(now)
-        if len(self._retries) >= max(self.min_retries, self.ratio * len(self._calls)):
+        slot = self._slot(now)
+        allowed = max(self.min_retries, self.ratio * self._recent(self._calls, now))
+        if self._recent(self._retries, now) >= allowed:
             return False
-        self._retries.append(now)
+        self._retries[slot] += 1
         return True
