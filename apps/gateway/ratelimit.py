@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,29 +71,48 @@ class RateDecision:
 
 
 class MemoryBuckets:
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    """Buckets in this process, in order of last use, never more than `max_clients` of them.
+
+    A bucket that has refilled is the same as no bucket, so the least recently used ones are
+    forgotten as soon as they are full again. Past the cap (many distinct clients within one
+    refill time, as in a flood from many addresses) the least recently used bucket is forgotten
+    even if not full: that client starts again with a full burst, while a busy client, being
+    recently used, keeps its empty bucket. Each take does O(1) work on average.
+    """
+
+    def __init__(
+        self, rate: float, *, max_clients: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, got {max_clients}")
         self.rate = rate
         self.burst = max(1, math.floor(2 * rate))
+        self.max_clients = max_clients
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     async def take(self, client: str) -> RateDecision:
         now = self._clock()
-        tokens, at = self._buckets.get(client, (float(self.burst), now))
+        tokens, at = self._buckets.pop(client, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         admitted = tokens >= 1
         if admitted:
             tokens -= 1
+        self._forget_full(now)
+        while len(self._buckets) >= self.max_clients:
+            self._buckets.popitem(last=False)
         self._buckets[client] = (tokens, now)
-        if len(self._buckets) > 100_000:
-            self._forget_full(now)
         return RateDecision(admitted, self.burst, self.rate, tokens)
 
     def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled is the same as no bucket.
-        for client, (tokens, at) in list(self._buckets.items()):
-            if tokens + (now - at) * self.rate >= self.burst:
-                del self._buckets[client]
+        while self._buckets:
+            tokens, at = next(iter(self._buckets.values()))
+            if tokens + (now - at) * self.rate < self.burst:
+                return
+            self._buckets.popitem(last=False)
 
 
 class RedisBuckets:
