@@ -6,13 +6,13 @@ Each key source accepts only its own algorithms, so a token cannot pick how it i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jwt
 
+from gateway.jwks import JwksKeys, KeysUnavailable, fetcher
 from lantern_runtime.problems import Problem
 
 if TYPE_CHECKING:
@@ -55,16 +55,8 @@ class TokenVerifier:
                 "provider's jwks_uri) or, for development, GATEWAY_JWT_SECRET"
             )
         self._secret = secret
-        # PyJWKClient refetches the set when it expires, and at once (after the cooldown)
-        # when a token names a kid it does not know: that is how a key rotation is picked up.
         self._jwks = (
-            jwt.PyJWKClient(
-                jwks_url,
-                cache_keys=False,
-                lifespan=jwks_cache_seconds,
-                cooldown_duration=jwks_refresh_cooldown,
-                timeout=5,
-            )
+            JwksKeys(fetcher(jwks_url), lifespan=jwks_cache_seconds, cooldown=jwks_refresh_cooldown)
             if jwks_url
             else None
         )
@@ -119,16 +111,11 @@ class TokenVerifier:
         if not isinstance(kid, str):
             raise AuthFailure("the token names no key (kid)")
         try:
-            # PyJWKClient is synchronous (urllib); a fetch must not stall the event loop.
-            signing_key = await asyncio.to_thread(self._jwks.get_signing_key, kid)
-        except jwt.PyJWKClientConnectionError as error:
-            raise Problem(
-                503,
-                "the identity provider's keys cannot be fetched; try again shortly",
-                headers={"Retry-After": "5"},
-            ) from error
-        except jwt.PyJWKClientError as error:
-            raise AuthFailure(f"the token is signed by an unknown key {kid!r}") from error
+            signing_key = await self._jwks.key(kid)
+        except KeysUnavailable as error:
+            raise Problem(503, str(error), headers={"Retry-After": "5"}) from error
+        if signing_key is None:
+            raise AuthFailure(f"the token is signed by an unknown key {kid!r}")
         # The key decides its algorithm (its `alg`, or its type); the token's header must agree.
         if signing_key.algorithm_name != algorithm:
             raise AuthFailure(f"key {kid!r} is for {signing_key.algorithm_name}, not {algorithm}")

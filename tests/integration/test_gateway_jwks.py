@@ -3,6 +3,7 @@ rotation picked up on an unknown kid, and the algorithm tricks refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,7 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from devstack.loopback import free_port, serving
 from gateway.bootstrap import create_app
@@ -83,10 +84,13 @@ def provider() -> Iterator[tuple[str, FastAPI]]:
     app = FastAPI()
     app.state.keys = []
     app.state.fetches = 0
+    app.state.down = False
 
     @app.get("/.well-known/jwks.json")
-    async def jwks() -> dict[str, Any]:
+    async def jwks() -> Any:
         app.state.fetches += 1
+        if app.state.down:
+            return Response(status_code=503)
         return {"keys": app.state.keys}
 
     with serving(app) as url:
@@ -102,6 +106,7 @@ def upstream() -> Iterator[str]:
 @pytest.fixture
 def gateway(provider: tuple[str, FastAPI], upstream: str) -> Callable[..., Any]:
     provider[1].state.keys = [public_jwk(RSA_KEY, "rsa-1"), {**public_jwk(EC_KEY, "ec-1"), "alg": "ES256"}]
+    provider[1].state.down = False
 
     @asynccontextmanager
     async def build(**edge: Any) -> AsyncIterator[httpx.AsyncClient]:
@@ -166,6 +171,23 @@ async def test_an_unknown_kid_is_401(gateway: Callable[..., Any]) -> None:
         response = await read(client, signed(stranger, "who-knows", "RS256"))
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_made_up_kids_while_the_provider_is_down_do_not_hammer_it(
+    gateway: Callable[..., Any], provider: tuple[str, FastAPI]
+) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    state = provider[1].state
+    async with gateway(jwks_refresh_cooldown=0.3) as client:
+        assert (await read(client, signed(RSA_KEY, "rsa-1", "RS256"))).status_code == 200
+        state.down = True
+        await asyncio.sleep(0.4)
+        fetched = state.fetches
+        answers = [await read(client, signed(stranger, f"made-up-{i}", "RS256")) for i in range(30)]
+        known = await read(client, signed(RSA_KEY, "rsa-1", "RS256"))
+    assert state.fetches - fetched <= 1, f"{state.fetches - fetched} fetches for 30 made-up kids"
+    assert {answer.status_code for answer in answers} <= {401, 503}
+    assert known.status_code == 200  # the set fetched before is still current
 
 
 async def test_the_none_algorithm_is_refused(gateway: Callable[..., Any]) -> None:
