@@ -5,10 +5,28 @@ clock, over far more calls than one window holds."""
 from __future__ import annotations
 
 import gc
+import threading
 import tracemalloc
 import weakref
+from typing import TYPE_CHECKING
+
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext
 
 from lantern_runtime.resilience import CircuitBreaker, RetryBudget, UpstreamClient
+from lantern_runtime.telemetry.tracer import lean_tracer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan
 
 
 class Clock:
@@ -85,3 +103,51 @@ def test_a_breaker_is_one_per_upstream_and_is_freed_with_its_client() -> None:
     del client
     gc.collect()
     assert freed() is None
+
+
+def test_a_long_lived_span_keeps_only_the_newest_events_and_links_up_to_the_limits() -> None:
+    provider = TracerProvider(span_limits=SpanLimits(max_events=128, max_links=128))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = lean_tracer(provider, "tests").start_span("long-lived")
+    for i in range(10_000):
+        span.add_event(f"retry-{i}", {"attempt": i})
+        span.add_link(SpanContext(1, i + 1, is_remote=True))
+    span.end()
+    (exported,) = exporter.get_finished_spans()
+    assert [event.name for event in exported.events] == [f"retry-{i}" for i in range(10_000 - 128, 10_000)]
+    assert exported.dropped_events == 10_000 - 128
+    assert len(exported.links) == 128 and exported.dropped_links == 10_000 - 128
+
+
+def test_spans_waiting_for_a_stuck_exporter_are_dropped_past_the_queue_size() -> None:
+    # BatchSpanProcessor (what setup_telemetry installs, sized by OTEL_BSP_*) holds at most
+    # max_queue_size spans: while the collector does not answer, newer spans are dropped.
+    exporter = StuckExporter()
+    processor = BatchSpanProcessor(
+        exporter, max_queue_size=100, max_export_batch_size=10, schedule_delay_millis=1
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = lean_tracer(provider, "tests")
+    tracer.start_span("first").end()
+    assert exporter.entered.wait(5)  # the worker is now stuck inside export()
+    for i in range(10_000):
+        tracer.start_span(f"span-{i}").end()
+    exporter.release.set()
+    processor.force_flush()
+    processor.shutdown()
+    assert 100 <= exporter.exported <= 1 + 100 + 10
+
+
+class StuckExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(10)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
