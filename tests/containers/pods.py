@@ -236,7 +236,8 @@ def volume_args(
             for key, text in data.items():
                 (target / key).write_text(text)
                 (target / key).chmod(0o644)
-            args += ["--volume", f"{target}:{path}:ro"]
+            source = target / mount["subPath"] if "subPath" in mount else target
+            args += ["--volume", f"{source}:{path}:ro"]
         else:
             raise ValueError(f"volume {mount['name']}: {volume} is not translated")
     return args

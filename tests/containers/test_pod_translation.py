@@ -69,6 +69,7 @@ def test_security_context_limits_volumes_and_service_names_become_docker_argumen
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "routes", "mountPath": "/etc/routes"},
+            {"name": "routes", "mountPath": "/etc/app/routes.json", "subPath": "routes.json"},
         ],
     }
     run = pod_run(
@@ -96,6 +97,7 @@ def test_security_context_limits_volumes_and_service_names_become_docker_argumen
         "--cpus 0.5",
         f"--tmpfs /tmp:rw,exec,mode=1777,size={256 * 2**20}",
         f"--volume {tmp_path}/orders/routes:/etc/routes:ro",
+        f"--volume {tmp_path}/orders/routes/routes.json:/etc/app/routes.json:ro",
     ):
         assert expected in joined
     assert "bank" not in joined
