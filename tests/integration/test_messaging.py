@@ -93,7 +93,7 @@ async def test_the_topology_is_durable_quorum_queues_with_a_delivery_limit_and_d
     assert work["arguments"]["x-delivery-limit"] == DELIVERY_LIMIT
     assert work["arguments"]["x-dead-letter-exchange"] == "lantern.dead-letters"
     assert queues["tests.widgets.retry"]["arguments"]["x-dead-letter-routing-key"] == "tests.widgets"
-    assert queues["tests.widgets.dead"]["type"] == "quorum"
+    assert queues["tests.widgets.dead"]["type"] == "classic"  # no delivery limit: see test_dead_letters
 
 
 async def test_a_failing_message_is_retried_with_delay_then_applied_once(

@@ -3,7 +3,8 @@
 Each work queue is a durable quorum queue with a delivery limit. Beside it:
 - `<queue>.retry`, a delay queue without consumers: a message waits there for its per-message
   TTL, then RabbitMQ dead-letters it back onto the work queue;
-- `<queue>.dead`, where a message ends after its last attempt, or straight away if it is poison.
+- `<queue>.dead`, where a message ends after its last attempt, or straight away if it is poison:
+  a durable classic queue, which has no delivery limit (see `dead_queue`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,18 @@ class QueueSpec:
         )
 
     def dead_queue(self) -> RabbitQueue:
-        return RabbitQueue(self.dead_name, queue_type=QueueType.QUORUM, durable=True)
+        # A durable *classic* queue, so that looking at dead letters changes nothing and nothing
+        # in it is ever dropped. Quorum queues count returned deliveries toward a delivery limit
+        # that defaults to 20 from RabbitMQ 4.0 (https://www.rabbitmq.com/docs/quorum-queues#poison-message-handling);
+        # up to 4.2 every return counts, from 4.3 a basic.reject does
+        # (https://www.rabbitmq.com/docs/4.3/nack). Past it a message is dead-lettered, or dropped
+        # where, as here, there is nowhere further to go. The limit cannot be switched off in a
+        # way both 3.x and 4.x read alike: `x-delivery-limit: -1` means "no limit" on 4.x but is
+        # taken as 0 by 3.x. A classic queue has no delivery limit at all, and a message it gets
+        # back is put back in its place, its headers as they were. No TTL, length limit or
+        # expiry either: a dead letter stays until it is replayed or removed on purpose. On 4.x
+        # a classic queue has one replica: dead letters are kept on one node's disk.
+        return RabbitQueue(self.dead_name, queue_type=QueueType.CLASSIC, durable=True)
 
 
 @dataclass(frozen=True)
