@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
@@ -44,7 +45,13 @@ class _DrainingServer(uvicorn.Server):
         if not self._readiness.draining:
             logger.info("stop signal received; draining", extra={"signal": sig})
         self._readiness.draining = True
-        super().handle_exit(sig, frame)
+        # What uvicorn's own handler does, except remembering the signal: uvicorn re-raises it
+        # after shutting down, which kills the process (unless it is PID 1) before run_service
+        # flushes telemetry. A service that drained cleanly flushes, then exits 0.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def run_service(app: FastAPI, settings: ServiceSettings, readiness: Readiness, telemetry: Telemetry) -> None:

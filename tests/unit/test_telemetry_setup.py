@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 SCRIPT = """
 from lantern_runtime.telemetry import setup_telemetry
@@ -55,3 +56,34 @@ def test_grpc_without_its_exporter_installed_says_what_to_install() -> None:
     result = run(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
     assert result.returncode != 0
     assert "pip install 'lantern[grpc]'" in result.stderr
+
+
+UNREACHABLE = """
+import logging, time
+began = time.monotonic()
+from lantern_runtime.telemetry import setup_telemetry
+from opentelemetry import trace
+telemetry = setup_telemetry("orders")
+print("set up in", round(time.monotonic() - began, 1))
+with trace.get_tracer("t").start_as_current_span("work"):
+    logging.getLogger("orders").warning("something to export")
+began = time.monotonic()
+telemetry.shutdown(timeout=2.0)
+print("shut down in", round(time.monotonic() - began, 1))
+"""
+
+
+def test_a_collector_that_does_not_answer_blocks_neither_start_up_nor_the_exit() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    # Port 9 (discard) on loopback: nothing listens, so every export is refused and retried.
+    env = {**clean, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    set_up, shut_down = (float(line.rsplit(" ", 1)[1]) for line in result.stdout.splitlines())
+    assert set_up < 1.0
+    # The exporters would retry for OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per batch.
+    assert shut_down <= 2.5
+    assert time.monotonic() - began < 8

@@ -6,6 +6,8 @@ import importlib
 import importlib.util
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,13 +52,29 @@ class Telemetry:
     def enabled(self) -> bool:
         return self.tracer_provider is not None
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush and close the exporters, waiting at most `timeout` seconds.
+
+        A collector that does not answer is retried by each exporter for up to
+        OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per batch; that must not hold a stopping service past
+        its grace period. Each provider shuts down in a daemon thread of its own, all at once, so
+        the exit waits for none of them past `timeout`; the SDK's exit hooks then find every
+        provider already shutting down, and return at once.
+        """
         if self._shut_down:
             return
         self._shut_down = True
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is not None:
-                provider.shutdown()
+        providers = [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p]
+        flushes = [
+            threading.Thread(target=p.shutdown, name="telemetry-shutdown", daemon=True) for p in providers
+        ]
+        deadline = time.monotonic() + timeout
+        for flush in flushes:
+            flush.start()
+        for flush in flushes:
+            flush.join(max(0.0, deadline - time.monotonic()))
+        if any(flush.is_alive() for flush in flushes):
+            logger.warning("telemetry not flushed within %g s; the collector does not answer", timeout)
 
 
 class _HashedOnceResource(Resource):
