@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,9 +27,9 @@ def amqp_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, as an asyncpg SQLAlchemy URL."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; yields its asyncpg SQLAlchemy URL."""
     import asyncpg
 
     name = f"lantern_test_{uuid.uuid4().hex[:10]}"
@@ -51,3 +52,10 @@ def postgres_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, as an asyncpg SQLAlchemy URL."""
+    with fresh_database() as url:
+        yield url
