@@ -57,7 +57,8 @@ def service_app(
 
 
 def _settling(lifespan: Callable[[FastAPI], Any] | None) -> Callable[[FastAPI], Any]:
-    """The service's lifespan, freezing what start-up built once the service is ready."""
+    """The service's lifespan, freezing what start-up built once it has run. (A start-up that
+    waits for its broker in the background freezes again when it has connected.)"""
 
     @asynccontextmanager
     async def settled(app: FastAPI) -> AsyncIterator[Any]:
