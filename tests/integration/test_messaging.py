@@ -230,3 +230,49 @@ async def test_a_handler_that_hangs_is_timed_out_retried_and_dead_lettered(
     [dead] = await drain(amqp_url, QUEUE.dead_name, expect=1)
     assert attempts == [1, 2, 3]
     assert "handler exceeded 0.5s" in str(dead.headers[REASON_HEADER])
+
+
+async def test_a_handlers_own_timeout_error_is_an_ordinary_failure_with_its_own_reason(
+    amqp_url: str, running: Callable[..., object]
+) -> None:
+    attempts: list[int] = []
+
+    async def handle(event: WidgetMade, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise TimeoutError("the bank did not answer within 2 s")
+
+    broker = await running(handle)  # type: ignore[operator]
+    await EventPublisher(broker).publish(WidgetMade(widget_id="w-t"), message_id="m-t")  # type: ignore[arg-type]
+    [dead] = await drain(amqp_url, QUEUE.dead_name, expect=1)
+    assert attempts == [1, 2, 3]
+    reason = str(dead.headers[REASON_HEADER])
+    assert "the bank did not answer within 2 s" in reason
+    assert "handler exceeded" not in reason
+
+
+@pytest.mark.parametrize("attempt", ["abc", "0", -3, 2.5], ids=["text", "zero", "negative", "fraction"])
+async def test_a_malformed_attempt_header_is_dead_lettered_with_a_reason_and_a_log_line(
+    amqp_url: str, running: Callable[..., object], caplog: pytest.LogCaptureFixture, attempt: object
+) -> None:
+    called: list[str] = []
+
+    async def handle(event: WidgetMade, delivery: Delivery) -> None:
+        called.append(event.widget_id)
+
+    broker = await running(handle)  # type: ignore[operator]
+    await broker.publish(  # type: ignore[attr-defined]
+        b'{"widget_id": "w-a"}',
+        queue=QUEUE.name,
+        message_type="widget.made",
+        message_id="m-a",
+        headers={ATTEMPT_HEADER: attempt},
+        persist=True,
+    )
+    [dead] = await drain(amqp_url, QUEUE.dead_name, expect=1)
+    reason = str(dead.headers[REASON_HEADER])
+    assert ATTEMPT_HEADER in reason and repr(attempt) in reason
+    assert called == []
+    assert any(
+        record.getMessage() == "dead-lettering message" and getattr(record, "message_id", None) == "m-a"
+        for record in caplog.records
+    )

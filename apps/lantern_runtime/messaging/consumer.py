@@ -46,6 +46,10 @@ class PoisonMessage(Exception):
     """A message that can never be processed, whatever the retries."""
 
 
+class HandlerTimedOut(TimeoutError):
+    """The handler ran past the subscriber's time limit and was cancelled."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What a handler knows of the message beyond its event."""
@@ -94,9 +98,9 @@ def subscribe(
     async def on_message(delivered: Any) -> None:
         message: RabbitMessage = delivered
         raw = message.raw_message
-        headers = message.headers
-        attempt = int(headers.get(ATTEMPT_HEADER, 1))
+        attempt = 1
         try:
+            attempt = _attempt_of(message.headers)
             consumer = consumers.get(raw.type or "")
             if consumer is None:
                 known = ", ".join(sorted(consumers))
@@ -117,17 +121,37 @@ def subscribe(
                 await consumer.handle(event, delivery)
             except BaseException as error:
                 if deadlines.leave(watch, error):
-                    raise TimeoutError from error
+                    raise HandlerTimedOut(f"handler exceeded {settings.handler_timeout}s") from error
                 raise
             deadlines.leave(watch, None)
         except PoisonMessage as error:
             _mark_span_failed(error)
             await policy.dead_letter(message, reason=str(error), attempts=attempt)
         except Exception as error:
+            # A handler's own TimeoutError (a call it made timed out) is an ordinary failure with
+            # its own reason; only HandlerTimedOut says the handler ran past its limit.
             _mark_span_failed(error)
-            if isinstance(error, TimeoutError):
-                error = TimeoutError(f"handler exceeded {settings.handler_timeout}s")
             await policy.retry_or_dead_letter(message, error, attempt)
+
+
+def _attempt_of(headers: Mapping[str, Any]) -> int:
+    """Which attempt this delivery is, from the header Lantern's retries and replays set.
+
+    A value that is not a whole number of at least 1 did not come from Lantern: the message is
+    poison (dead-lettered at once, with the value in its reason) rather than read as attempt 1.
+    Guessing would hide whatever wrote it and could retry a message without end; dead-lettered,
+    it is kept whole, seen, and one `replay` away from attempt 1."""
+    value = headers.get(ATTEMPT_HEADER, 1)
+    attempt: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        attempt = value
+    elif isinstance(value, str | bytes) and value.strip().isdigit():
+        attempt = int(value)
+    if attempt is None or attempt < 1:
+        raise PoisonMessage(
+            f"the {ATTEMPT_HEADER} header is {value!r}; it must be a whole number of at least 1"
+        )
+    return attempt
 
 
 def _mark_span_failed(error: BaseException) -> None:
@@ -143,7 +167,7 @@ class _FailurePolicy:
         self._settings = settings
 
     async def retry_or_dead_letter(self, message: RabbitMessage, error: Exception, attempt: int) -> None:
-        reason = f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
         if attempt >= self._settings.max_delivery_attempts:
             await self.dead_letter(message, reason=reason, attempts=attempt)
             return
