@@ -1,28 +1,41 @@
 """A local OTLP/HTTP receiver that keeps spans in a JSON-lines file, for `make traces` and tests.
 
 It accepts protobuf and JSON on /v1/traces, and takes (and drops) metrics and logs so that
-services exporting all three signals see no errors.
+services exporting all three signals see no errors. It also answers the part of Jaeger's HTTP
+query API that `lantern trace`, `lantern smoke` and the helm-test smoke read, in Jaeger's JSON:
+
+    GET /api/traces/{id}                                    one trace (404 when unknown)
+    GET /api/traces?service=S[&tags={"k":"v"}][&limit=N][&lookback=1h]
+                                                            the latest traces with a span of S
+                                                            carrying every tag
+    GET /api/services                                       the services that sent spans
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from lantern_runtime.trace_contract import Span
+from lantern_runtime.trace_contract import INTERNAL, Span
 from lantern_runtime.trace_formats import spans_from_otlp_json, spans_from_otlp_proto
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
+
+_LOOKBACK = re.compile(r"^(\d+)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def sink_app(spans_file: Path) -> FastAPI:
@@ -53,7 +66,128 @@ def sink_app(spans_file: Path) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def stored() -> dict[str, list[Span]]:
+        # Under the writers' lock, so a line being appended is never read half-written.
+        with lock:
+            return traces_by_id(spans_file)
+
+    @app.get("/api/services")
+    def services() -> JSONResponse:
+        names = sorted({span.service for spans in stored().values() for span in spans})
+        return _answer(names)
+
+    @app.get("/api/traces/{trace_id}")
+    def trace(trace_id: str) -> JSONResponse:
+        spans = stored().get(trace_id.lower().rjust(32, "0"))
+        if not spans:
+            return _answer(None, status=404, error="trace not found")
+        return _answer([jaeger_trace(spans)])
+
+    @app.get("/api/traces")
+    def find(
+        service: str = "", tags: str = "{}", limit: int = 20, lookback: str = "", operation: str = ""
+    ) -> JSONResponse:
+        if not service:
+            return _answer(None, status=400, error="parameter 'service' is required")
+        try:
+            wanted = {str(key): str(value) for key, value in json.loads(tags).items()}
+            since = _since(lookback)
+        except (ValueError, AttributeError) as error:
+            return _answer(None, status=400, error=f"bad tags or lookback: {error}")
+        found = [
+            spans
+            for spans in stored().values()
+            if min(span.start_ns for span in spans) >= since
+            and any(_matches(span, service, operation, wanted) for span in spans)
+        ]
+        found.sort(key=lambda spans: min(span.start_ns for span in spans), reverse=True)
+        return _answer([jaeger_trace(spans) for spans in found[: max(limit, 0) or None]])
+
     return app
+
+
+def _answer(data: object, *, status: int = 200, error: str | None = None) -> JSONResponse:
+    """Jaeger's envelope: data, total, limit, offset, errors."""
+    total = len(data) if isinstance(data, list) else 0
+    errors = [{"code": status, "msg": error}] if error else None
+    return JSONResponse(
+        {"data": data, "total": total, "limit": 0, "offset": 0, "errors": errors}, status_code=status
+    )
+
+
+def _since(lookback: str) -> int:
+    if not lookback:
+        return 0
+    match = _LOOKBACK.match(lookback)
+    if match is None:
+        raise ValueError(f"lookback {lookback!r} is not like 90s, 15m, 1h or 2d")
+    return time.time_ns() - int(match[1]) * _SECONDS[match[2]] * 1_000_000_000
+
+
+def _matches(span: Span, service: str, operation: str, tags: dict[str, str]) -> bool:
+    if span.service != service or (operation and span.name != operation):
+        return False
+    return all(_tag_text(span.attributes.get(key)) == value for key, value in tags.items())
+
+
+def _tag_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _jaeger_tag(key: str, value: object) -> dict[str, object]:
+    if isinstance(value, bool):
+        return {"key": key, "type": "bool", "value": value}
+    if isinstance(value, int):
+        return {"key": key, "type": "int64", "value": value}
+    if isinstance(value, float):
+        return {"key": key, "type": "float64", "value": value}
+    text = value if isinstance(value, str) else json.dumps(value)
+    return {"key": key, "type": "string", "value": text}
+
+
+def jaeger_trace(spans: Iterable[Span]) -> dict[str, object]:
+    """One trace as Jaeger's query API gives it: spans with references, tags and a process each."""
+    spans = sorted(spans, key=lambda span: span.start_ns)
+    processes: dict[str, str] = {}
+    for span in spans:
+        processes.setdefault(span.service, f"p{len(processes) + 1}")
+    trace_id = spans[0].trace_id
+    out = []
+    for span in spans:
+        tags = [_jaeger_tag(key, value) for key, value in span.attributes.items()]
+        if span.kind != INTERNAL:
+            tags.append(_jaeger_tag("span.kind", span.kind))
+        if span.error:
+            tags += [_jaeger_tag("error", True), _jaeger_tag("otel.status_code", "ERROR")]
+        references = (
+            [{"refType": "CHILD_OF", "traceID": trace_id, "spanID": span.parent_span_id}]
+            if span.parent_span_id
+            else []
+        )
+        out.append(
+            {
+                "traceID": trace_id,
+                "spanID": span.span_id,
+                "operationName": span.name,
+                "references": references,
+                "startTime": span.start_ns // 1000,
+                "duration": max(0, span.end_ns - span.start_ns) // 1000,
+                "tags": tags,
+                "logs": [],
+                "processID": processes[span.service],
+                "warnings": None,
+            }
+        )
+    return {
+        "traceID": trace_id,
+        "spans": out,
+        "processes": {pid: {"serviceName": service, "tags": []} for service, pid in processes.items()},
+        "warnings": None,
+    }
 
 
 def read_spans(spans_file: Path) -> Iterator[Span]:

@@ -8,12 +8,17 @@ import os
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import httpx
 import jwt
 
+from lantern_runtime.jaeger_query import JaegerQuery, TraceNotFound
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
 from lantern_runtime.trace_formats import spans_from_jaeger_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SMOKE_SCOPES = ("orders:write", "orders:read")
 ORDER = {"customer_id": "smoke-test", "items": [{"sku": "smoke", "quantity": 1, "unit_price": "1.00"}]}
@@ -53,15 +58,46 @@ def wait_for_status(gateway: httpx.Client, order_id: str, deadline: float) -> st
     return str(status)
 
 
-def check_in_jaeger(jaeger: httpx.Client, trace_id: str, deadline: float) -> tuple[list[str], str]:
+def check_in_jaeger(jaeger: JaegerQuery, trace_id: str, deadline: float) -> tuple[list[str], str]:
+    """The contract's verdict on the trace once it is whole, or its last verdict at the deadline."""
     problems, tree = ["the trace did not reach Jaeger"], ""
     while problems and time.monotonic() < deadline:
-        response = jaeger.get(f"/api/traces/{trace_id}")
-        if response.status_code == 200:
-            spans = spans_from_jaeger_json(response.json())
+        try:
+            spans = spans_from_jaeger_json(jaeger.trace(trace_id))
+        except TraceNotFound:
+            pass
+        else:
             problems, tree = check_trace(spans, order_flow_chain("authorized")), render_tree(spans)
-        time.sleep(1.0)
+        if problems:
+            time.sleep(1.0)
     return problems, tree
+
+
+def run_smoke(
+    gateway_url: str, jaeger_url: str, token: str, *, timeout: float, say: Callable[[str], None] = print
+) -> int:
+    """Place one order through the gateway and check its trace; 0 when both are as they must be.
+
+    Raises QueryUnreachable (lantern_runtime.jaeger_query) when the query API does not answer."""
+    deadline = time.monotonic() + timeout
+    bearer = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=gateway_url, timeout=10, headers=bearer) as gateway,
+        JaegerQuery(jaeger_url) as jaeger,
+    ):
+        order_id, trace_id = place_order(gateway)
+        say(f"order {order_id}, trace {trace_id}")
+        status = wait_for_status(gateway, order_id, deadline)
+        if status != "confirmed":
+            say(f"FAIL: the order ended {status!r}, not 'confirmed'")
+            return 1
+        problems, tree = check_in_jaeger(jaeger, trace_id, deadline)
+    say(tree)
+    for problem in problems:
+        say(f"FAIL: {problem}")
+    if not problems:
+        say("OK: the order is confirmed and its trace satisfies the contract")
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,26 +141,9 @@ def main() -> int:
         parser.error(
             "the gateway needs a bearer token: pass --token, set LANTERN_SMOKE_TOKEN or --hs256-secret-env"
         )
-    deadline = time.monotonic() + args.timeout
-    with (
-        httpx.Client(
-            base_url=args.gateway, timeout=10, headers={"Authorization": f"Bearer {args.token}"}
-        ) as gateway,
-        httpx.Client(base_url=args.jaeger, timeout=10) as jaeger,
-    ):
-        order_id, trace_id = place_order(gateway)
-        print(f"order {order_id}, trace {trace_id}", flush=True)
-        status = wait_for_status(gateway, order_id, deadline)
-        if status != "confirmed":
-            print(f"FAIL: the order ended {status!r}, not 'confirmed'")
-            return 1
-        problems, tree = check_in_jaeger(jaeger, trace_id, deadline)
-    print(tree)
-    for problem in problems:
-        print(f"FAIL: {problem}")
-    if not problems:
-        print("OK: the order is confirmed and its trace satisfies the contract")
-    return 1 if problems else 0
+    return run_smoke(
+        args.gateway, args.jaeger, args.token, timeout=args.timeout, say=lambda line: print(line, flush=True)
+    )
 
 
 if __name__ == "__main__":
