@@ -21,6 +21,8 @@ CACHE_DIR = Path(os.environ.get("LANTERN_CACHE", Path.home() / ".cache" / "lante
 
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# Bump when the way the base is made changes, so a cached base of the old recipe is not reused.
+BASE_RECIPE = "2"
 MIRROR = os.environ.get("LANTERN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # The host's trust store goes into the base, so that a build behind a TLS-inspecting proxy
 # reaches PyPI and Debian as the host itself does.
@@ -46,7 +48,7 @@ def image_size_mb(ref: str) -> float:
 def base_image_ref() -> str:
     """Names what went into the base: suite, packages, mirror and the host's trust store."""
     key = hashlib.sha256(
-        "\n".join([SUITE, MIRROR, *BASE_PACKAGES]).encode()
+        "\n".join([BASE_RECIPE, SUITE, MIRROR, *BASE_PACKAGES]).encode()
         + (HOST_CA_BUNDLE.read_bytes() if HOST_CA_BUNDLE.exists() else b"")
     ).hexdigest()[:12]
     return f"lantern-test-base:{SUITE}-{key}"
@@ -74,6 +76,11 @@ def base_image() -> str:
         )
         if out.returncode != 0:
             raise AssertionError(f"debootstrap failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        # debootstrap leaves the packages it installed, and apt's lists, in the tree.
+        for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (Path(rootfs) / leftovers).glob("*"):
+                if path.is_file():
+                    path.unlink()
         if HOST_CA_BUNDLE.exists():
             shutil.copyfile(HOST_CA_BUNDLE, Path(rootfs) / "etc/ssl/certs/ca-certificates.crt")
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
