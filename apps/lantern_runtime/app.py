@@ -19,10 +19,27 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from fastapi import APIRouter
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from lantern_runtime.health import Readiness
     from lantern_runtime.telemetry import Telemetry
+
+
+class ServiceApp(FastAPI):
+    """A FastAPI app that can be wrapped in ASGI middleware outside all of its own: outside
+    Starlette's error handling too, where no `add_middleware` reaches. The app stays the object
+    that is served and configured; its ASGI entry point passes each call through the wrappers."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._served: ASGIApp = super().__call__
+
+    def wrap_outside(self, middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Wrap `middleware` around everything so far: the last wrapped is outermost."""
+        self._served = middleware(self._served)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._served(scope, receive, send)
 
 
 def service_app(
@@ -36,13 +53,13 @@ def service_app(
     outer_middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
     subject_secret: str | None = None,
     **fastapi_options: Any,
-) -> FastAPI:
+) -> ServiceApp:
     """`outer_middleware` wraps the app outside the server span, first listed outermost;
     `subject_secret` (GATEWAY_SUBJECT_SECRET) lets the app trust the gateway's signed
     X-Lantern-Subject; `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
-    # FastAPI's own telemetry stays off: instrument_app puts Lantern's server spans in.
+    # FastAPI's own telemetry stays off: instrument_app puts the server spans in.
     off = TelemetryConfig(tracing=False, metrics=False, logs=False, operation_spans=False)
-    app = FastAPI(
+    app = ServiceApp(
         title=name, description=description, lifespan=_settling(lifespan), telemetry=off, **fastapi_options
     )
     install_problem_handlers(app)
@@ -51,8 +68,8 @@ def service_app(
     for router in routers:
         app.include_router(router)
     instrument_app(app, telemetry)
-    if outer_middleware:
-        _wrap_outside(app, outer_middleware)
+    for wrap in reversed(outer_middleware):
+        app.wrap_outside(wrap)
     return app
 
 
@@ -67,17 +84,3 @@ def _settling(lifespan: Callable[[FastAPI], Any] | None) -> Callable[[FastAPI], 
             yield state
 
     return settled
-
-
-def _wrap_outside(app: FastAPI, wrappers: Sequence[Callable[[ASGIApp], ASGIApp]]) -> None:
-    # instrument_app puts the server span outside the user middleware by replacing
-    # build_middleware_stack; wrapping that result is the only way to get further out.
-    build = app.build_middleware_stack
-
-    def build_middleware_stack() -> ASGIApp:
-        stack = build()
-        for wrap in reversed(wrappers):
-            stack = wrap(stack)
-        return stack
-
-    setattr(app, "build_middleware_stack", build_middleware_stack)  # noqa: B010 - mypy forbids assigning a method

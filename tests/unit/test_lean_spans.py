@@ -1,4 +1,5 @@
-"""A LeanSpan records what the SDK's span records, for every call Lantern or a handler makes."""
+"""A LeanSpan records what the SDK's span records, for every call Lantern or a handler makes, and
+reaches the processors as an ordinary ReadableSpan."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from opentelemetry import baggage, propagate, trace
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan as SDKReadableSpan
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -15,12 +17,11 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 
 from lantern_runtime.telemetry.propagation import extract
 from lantern_runtime.telemetry.spans import LeanSpan
-from lantern_runtime.telemetry.tracer import GlobalTracer, LeanTracer, lean_tracer
+from lantern_runtime.telemetry.tracer import LeanTracer, SdkTracing, lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.sampling import Sampler
 
 SAMPLED_PARENT = "00-94e183f1b16ada326cb26ac1602aaaa4-d543bcb7bc77533d-01"
@@ -44,14 +45,17 @@ class CountingIds(IdGenerator):
 
 def provider_with(
     sampler: Sampler | None = None, limits: SpanLimits | None = None
-) -> tuple[TracerProvider, InMemorySpanExporter]:
-    provider = TracerProvider(sampler=sampler, id_generator=CountingIds(), span_limits=limits)
+) -> tuple[SdkTracing, InMemorySpanExporter]:
+    tracing = SdkTracing.build(
+        sampler=sampler, id_generator=CountingIds(), limits=limits, shutdown_on_exit=False
+    )
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
+    # Added to the provider after it was built: lean spans reach it all the same.
+    tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracing, exporter
 
 
-def comparable(span: ReadableSpan) -> dict[str, Any]:
+def comparable(span: SDKReadableSpan) -> dict[str, Any]:
     """Everything a span records, but the clock."""
     return {
         "name": span.name,
@@ -77,9 +81,9 @@ def both(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The spans the scenario records with the SDK's tracer and with a LeanTracer."""
     results = []
-    for make in (lambda p: p.get_tracer("lantern.test"), lambda p: LeanTracer(p, "lantern.test")):
-        provider, exporter = provider_with(sampler, limits)
-        scenario(make(provider))
+    for make in (lambda t: t.provider.get_tracer("lantern.test"), lambda t: LeanTracer(t, "lantern.test")):
+        tracing, exporter = provider_with(sampler, limits)
+        scenario(make(tracing))
         results.append([comparable(span) for span in exporter.get_finished_spans()])
     return results[0], results[1]
 
@@ -187,29 +191,48 @@ def test_sampling_decides_as_the_sdk_tracer_does(sampler: Sampler, traceparent: 
 
 
 def test_ending_twice_exports_once() -> None:
-    provider, exporter = provider_with()
-    span = LeanTracer(provider, "lantern.test").start_span("once")
+    tracing, exporter = provider_with()
+    span = LeanTracer(tracing, "lantern.test").start_span("once")
     span.end()
     span.end()
     assert len(exporter.get_finished_spans()) == 1
     assert isinstance(span, LeanSpan) and not span.is_recording()
 
 
-def test_a_disabled_or_non_sdk_provider_gets_its_own_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+class Recorder(SpanProcessor):
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.ended: list[SDKReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        # As with the SDK's span, a processor may enrich the live span at start.
+        span.set_attribute("enriched.at_start", span.name)
+        self.started.append(span)
+
+    def on_end(self, span: SDKReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def test_processors_get_the_live_span_at_start_and_a_plain_readable_span_at_the_end() -> None:
+    tracing, _ = provider_with()
+    recorder = Recorder()
+    tracing.provider.add_span_processor(recorder)
+    span = LeanTracer(tracing, "lantern.test").start_span("work", attributes={"a": 1})
+    span.end()
+    assert recorder.started == [span]
+    [ended] = recorder.ended
+    assert type(ended) is SDKReadableSpan
+    assert dict(ended.attributes or {}) == {"a": 1, "enriched.at_start": "work"}
+    assert ended.resource is tracing.provider.resource
+
+
+def test_a_provider_built_elsewhere_or_disabled_gets_its_own_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its limits and processors are private to it: the SDK's tracer, not a lean one.
     assert not isinstance(lean_tracer(TracerProvider(), "x"), LeanTracer)
     assert not isinstance(lean_tracer(trace.NoOpTracerProvider(), "x"), LeanTracer)
-
-
-def test_the_global_tracer_follows_the_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    tracer = GlobalTracer("lantern.test")
-    assert tracer.get() is None
-    provider, _ = provider_with()
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
-    current = tracer.get()
-    assert isinstance(current, LeanTracer) and current.resource is provider.resource
-    assert tracer.get() is current
+    assert isinstance(lean_tracer(provider_with()[0], "x"), LeanTracer)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert not isinstance(lean_tracer(provider_with()[0], "x"), LeanTracer)
 
 
 CARRIERS = [
@@ -263,8 +286,8 @@ def test_extract_follows_configured_propagators(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_consumer_span_keeps_the_message_baggage_for_its_handler() -> None:
-    provider, _ = provider_with()
-    tracer = LeanTracer(provider, "lantern.test")
+    tracing, _ = provider_with()
+    tracer = LeanTracer(tracing, "lantern.test")
     parent = extract({"traceparent": SAMPLED_PARENT, "baggage": "tenant=t-1"})
     span = tracer.start_span("process", context=parent, kind=SpanKind.CONSUMER)
     with trace.use_span(span, end_on_exit=True):

@@ -6,8 +6,9 @@ makes the publish span the parent of the consumer's process span, and the proces
 parent of everything the handler does, so the chain of cause and effect is the trace's shape.
 
 It runs for every message, so it does the least it can: without an SDK tracer provider it only
-passes the context on; with one, it starts a lean span (telemetry/spans.py) directly, with the
-attributes the trace contract needs and no duplicates.
+passes the context on; with one, it starts a span with the tracer setup_telemetry resolved once
+(a lean span, telemetry/spans.py), with the attributes the trace contract needs and no
+duplicates.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from lantern_runtime.telemetry.propagation import extract
 from lantern_runtime.telemetry.tracer import GlobalTracer
 
 if TYPE_CHECKING:
-    from faststream._internal.basic_types import AsyncFuncAny
+    from collections.abc import Awaitable, Callable
+
     from faststream.message import StreamMessage
     from faststream.rabbit.response import RabbitPublishCommand
+
+    # What BaseMiddleware's scopes are handed as `call_next`.
+    AsyncFuncAny = Callable[[Any], Awaitable[Any]]
 
 _tracer = GlobalTracer("lantern_runtime.messaging").get
 

@@ -4,21 +4,34 @@ The SDK's encoder builds a protobuf object for every span, attribute and value b
 serialising them: about 70 µs a span, as much as creating the span. A span here is a handful
 of byte strings joined; an attribute that repeats (`messaging.system=rabbitmq`, a route) is
 encoded once and reused, and each resource and scope once per process. The bytes are the
-same message: tests parse both encodings and compare them.
+same message: tests parse both encodings and compare them. LeanOTLPSpanExporter sends it with
+an HTTP client of its own, configured and retrying as the SDK's exporter.
 
 Field numbers are those of opentelemetry/proto/trace/v1/trace.proto and common.proto.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
+import math
+import os
+import random
+import ssl
+import threading
+import time
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from importlib import metadata
 from struct import Struct
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+import httpx
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.re import parse_env_headers
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -230,25 +243,217 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     return b"".join(request)
 
 
-class LeanOTLPSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/HTTP protobuf exporter (endpoint, headers, TLS, compression, retries from
-    OTEL_EXPORTER_OTLP_*), with the encoder above."""
+# What the SDK's OTLP/HTTP exporter retries: throttling and a collector or proxy that is down.
+_RETRYABLE_STATUS = frozenset((429, 502, 503, 504))
+# And connection errors: refused, reset, or a pooled connection the collector closed meanwhile.
+_CONNECTION_ERRORS = (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+_MAX_ATTEMPTS = 6
+_JITTER = 0.2
+DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
+
+
+def _env(signal_variable: str, variable: str) -> str | None:
+    """OTEL_EXPORTER_OTLP_TRACES_<X>, or else OTEL_EXPORTER_OTLP_<X>; unset or empty is None."""
+    return os.environ.get(signal_variable) or os.environ.get(variable) or None
+
+
+@dataclass(frozen=True)
+class OTLPHTTPConfig:
+    """Where and how spans are sent, from the variables the SDK's OTLP/HTTP span exporter reads,
+    with its defaults and precedence (the TRACES_ variable first)."""
+
+    endpoint: str = "http://localhost:4318/v1/traces"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 10.0
+    compression: str = "none"
+    certificate: str | None = None
+    client_certificate: str | None = None
+    client_key: str | None = None
+
+    @classmethod
+    def from_env(cls) -> OTLPHTTPConfig:
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
+            (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318").removesuffix("/")
+            + "/v1/traces"
+        )
+        raw_headers = _env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS") or ""
+        raw_timeout = _env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT") or "10"
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            _logger.warning("Invalid timeout value %r, using default of 10 seconds", raw_timeout)
+            timeout = 10.0
+        compression = (
+            (_env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION") or "none")
+            .strip()
+            .lower()
+        )
+        if compression not in ("none", "gzip", "deflate"):
+            _logger.warning("Unsupported compression type: %s", compression)
+            compression = "none"
+        return cls(
+            endpoint=endpoint,
+            headers=parse_env_headers(raw_headers, liberal=True),
+            timeout=timeout,
+            compression=compression,
+            certificate=_env("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            client_certificate=_env(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+            ),
+            client_key=_env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The CA bundle to trust (OTEL_..._CERTIFICATE, or the default one) and the client's own
+        certificate and key for mutual TLS."""
+        if self.certificate:
+            context = ssl.create_default_context(cafile=self.certificate)
+        else:
+            context = httpx.create_ssl_context()
+        if self.client_certificate:
+            # As the SDK: a certificate without a key file is a PEM holding both.
+            context.load_cert_chain(self.client_certificate, self.client_key)
+        return context
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/x-protobuf", "user-agent": _USER_AGENT}
+        headers.update({name.lower(): value for name, value in self.headers.items()})
+        if self.compression != "none":
+            headers.setdefault("content-encoding", self.compression)
+        return headers
+
+
+_USER_AGENT = f"OTel-OTLP-Exporter-Python/{metadata.version('opentelemetry-sdk')} lantern"
+
+
+def _compress(payload: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(payload, mtime=0)
+    if compression == "deflate":
+        return zlib.compress(payload)
+    return payload
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (RFC 9110: seconds, or an HTTP date)."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+class LeanOTLPSpanExporter(SpanExporter):
+    """OTLP/HTTP protobuf span export with the encoder above and an HTTP client of its own.
+
+    It behaves as the SDK's OTLPSpanExporter: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS,
+    _TIMEOUT, _COMPRESSION (gzip, deflate), _CERTIFICATE, _CLIENT_CERTIFICATE and _CLIENT_KEY;
+    up to six attempts within the timeout on 429, 502, 503, 504 and connection errors, waiting
+    2^n seconds with 20% jitter or what Retry-After says; a request larger than
+    `max_request_size` before compression (64 MiB; 0 for no limit) is dropped, not sent.
+    setup_telemetry uses the SDK's exporter where this one has no equivalent (a credential
+    provider session, or the SDK's internal metrics).
+    """
+
+    def __init__(
+        self,
+        config: OTLPHTTPConfig | None = None,
+        *,
+        endpoint: str | None = None,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+    ) -> None:
+        config = config or OTLPHTTPConfig.from_env()
+        if endpoint is not None:
+            config = replace(config, endpoint=endpoint)
+        self.config = config
+        self.max_request_size = max_request_size
+        self._headers = config.request_headers()
+        self._client = httpx.Client(verify=config.ssl_context(), timeout=config.timeout)
+        self._stopping = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
+        if self._stopping.is_set():
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
-        with self._metrics.export_operation(len(spans)) as result:
+        try:
+            payload = encode_spans(spans)
+        except Exception:
+            _logger.exception("failed to encode a batch of %d spans", len(spans))
+            return SpanExportResult.FAILURE
+        if 0 < self.max_request_size < len(payload):
+            _logger.warning(
+                "Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                len(payload),
+                self.max_request_size,
+            )
+            return SpanExportResult.FAILURE
+        return self._send(_compress(payload, self.config.compression))
+
+    def _post(self, body: bytes, timeout: float) -> httpx.Response:
+        return self._client.post(self.config.endpoint, content=body, headers=self._headers, timeout=timeout)
+
+    def _send(self, body: bytes) -> SpanExportResult:
+        deadline = time.monotonic() + self.config.timeout
+        for attempt in range(_MAX_ATTEMPTS):
+            backoff = 2**attempt * random.uniform(1 - _JITTER, 1 + _JITTER)
+            failure: object
             try:
-                payload = encode_spans(spans)
-            except Exception as error:
-                _logger.exception("failed to encode a batch of %d spans", len(spans))
-                result.error = error
+                try:
+                    response = self._post(body, max(deadline - time.monotonic(), 0.0))
+                except _CONNECTION_ERRORS:
+                    # Once more at once: usually a pooled connection the collector had closed.
+                    if deadline - time.monotonic() <= 0:
+                        raise
+                    response = self._post(body, deadline - time.monotonic())
+            except _CONNECTION_ERRORS as error:
+                failure, retryable = error, True
+            except Exception as error:  # as the SDK's: anything else is final
+                failure, retryable = error, False
+            else:
+                if response.status_code < 400:
+                    return SpanExportResult.SUCCESS
+                failure = f"{response.status_code} {response.reason_phrase}"
+                retryable = response.status_code in _RETRYABLE_STATUS
+                if retryable and (wait := _retry_after(response)) is not None:
+                    backoff = wait
+            if not retryable:
+                _logger.error("Failed to export spans batch: %s", failure)
                 return SpanExportResult.FAILURE
-            sent = self._client.export(payload)
-            if not sent.success:
-                result.error = sent.error
-                if sent.status_code is not None:
-                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+            if (
+                attempt + 1 == _MAX_ATTEMPTS
+                or backoff > deadline - time.monotonic()
+                or self._stopping.is_set()
+            ):
+                _logger.error(
+                    "Failed to export spans batch due to timeout, max retries or shutdown: %s", failure
+                )
                 return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+            _logger.warning(
+                "Transient error %s encountered while exporting spans batch, retrying in %.2fs.",
+                failure,
+                backoff,
+            )
+            if self._stopping.wait(backoff):
+                _logger.warning("Shutdown in progress, aborting retry.")
+                break
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        if self._stopping.is_set():
+            _logger.warning("Exporter already shutdown, ignoring call")
+            return
+        self._stopping.set()
+        self._client.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here."""
+        return True

@@ -1,11 +1,11 @@
 """One SERVER span per HTTP request, from a plain ASGI middleware.
 
-It replaces opentelemetry-instrumentation-fastapi, which costs about as much as a small
-request itself (240 µs here against FastAPI's own 100 µs): it finds the route by matching
-every route again, builds its attributes from parsed URLs and headers, wraps each ASGI
-message, and records four metrics. This one extracts the context from the propagators'
-own headers only, starts the span with the stable HTTP semantic-convention attributes,
-takes the route FastAPI has already matched, and records one duration histogram.
+The alternative to opentelemetry-instrumentation-fastapi (LANTERN_HTTP_INSTRUMENTATION picks
+one), which finds the route by matching every route again, builds its attributes from parsed
+URLs and headers, wraps each ASGI message, and records several metrics. This one extracts the
+context from the propagators' own headers only, starts a lean span with the stable HTTP
+semantic-convention attributes, takes the route FastAPI has already matched, and records one
+duration histogram. What each costs is in the README's Performance section.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from lantern_runtime.telemetry.propagation import extract
-from lantern_runtime.telemetry.tracer import lean_tracer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, MutableMapping
 
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SCOPE = "lantern_runtime.http"
@@ -44,16 +42,18 @@ _SET_HEADER = _HeaderListSetter()
 class ServerSpans:
     """ASGI middleware: a SERVER span around each HTTP request whose path is not excluded."""
 
+    SCOPE = _SCOPE
+
     def __init__(
         self,
         app: ASGIApp,
         *,
-        tracer_provider: TracerProvider,
+        tracer: trace.Tracer,
         meter_provider: MeterProvider,
         excluded_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.tracer = lean_tracer(tracer_provider, _SCOPE)
+        self.tracer = tracer
         self.duration = meter_provider.get_meter(_SCOPE).create_histogram(
             "http.server.request.duration",
             unit="s",

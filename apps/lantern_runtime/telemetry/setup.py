@@ -21,21 +21,24 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from lantern_runtime.telemetry.logs import configure_logging
 from lantern_runtime.telemetry.server import ServerSpans
+from lantern_runtime.telemetry.tracer import SdkTracing, lean_tracer, set_global_tracing
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from opentelemetry.sdk.trace import SpanProcessor
-    from starlette.types import ASGIApp
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from lantern_runtime.app import ServiceApp
 
 logger = logging.getLogger(__name__)
 
 # Health probes would otherwise produce a trace every few seconds per pod.
 _EXCLUDED_PATHS = ("/healthz", "/readyz", "/metrics")
+# Who makes the HTTP server spans: LANTERN_HTTP_INSTRUMENTATION.
+HTTP_INSTRUMENTATIONS = ("lantern", "opentelemetry")
 
 
 @dataclass
@@ -46,7 +49,21 @@ class Telemetry:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     logger_provider: LoggerProvider | None = None
+    # The provider with the parts it was built from, when setup_telemetry built it: Lantern's
+    # own spans are lean spans then (telemetry/tracer.py), the SDK's otherwise.
+    tracing: SdkTracing | None = None
+    http_instrumentation: str = "lantern"
     _shut_down: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tracing is not None and self.tracer_provider is None:
+            self.tracer_provider = self.tracing.provider
+        if self.http_instrumentation not in HTTP_INSTRUMENTATIONS:
+            raise ValueError(
+                f"LANTERN_HTTP_INSTRUMENTATION={self.http_instrumentation!r} is not one of "
+                f"{', '.join(HTTP_INSTRUMENTATIONS)}: 'lantern' (Lantern's own server spans, the default) "
+                "or 'opentelemetry' (opentelemetry-instrumentation-fastapi)"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -83,10 +100,10 @@ class _HashedOnceResource(Resource):
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource.attributes, resource.schema_url)
-        self._hash = super().__hash__()
+        self._lantern_hash = super().__hash__()
 
     def __hash__(self) -> int:
-        return self._hash
+        return self._lantern_hash
 
     def __eq__(self, other: object) -> bool:
         return super().__eq__(other)
@@ -133,13 +150,32 @@ def _exporter(signal: str, name: str) -> Any:
     return getattr(module, class_name.get(name, "OTLPLogExporter"))()
 
 
-def _span_exporter() -> Any:
-    if _uses_grpc("TRACES"):
-        return _exporter("TRACES", "trace_exporter")
-    # Imported here: it imports the HTTP exporter, which a gRPC-only install may lack.
+def _sdk_exporter_needed() -> bool:
+    """What only the SDK's OTLP/HTTP span exporter does: a credential provider's session, and
+    its own metrics."""
+    return bool(
+        os.environ.get("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER")
+        or os.environ.get("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER")
+        or _sdk_internal_metrics()
+    )
+
+
+def _sdk_internal_metrics() -> bool:
+    return os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true"
+
+
+def _span_exporter() -> SpanExporter:
+    if _uses_grpc("TRACES") or _sdk_exporter_needed():
+        exporter: SpanExporter = _exporter("TRACES", "trace_exporter")
+        return exporter
+    # Imported here: the gRPC-only path does not need it.
     from lantern_runtime.telemetry.otlp import LeanOTLPSpanExporter
 
     return LeanOTLPSpanExporter()
+
+
+def _http_instrumentation() -> str:
+    return os.environ.get("LANTERN_HTTP_INSTRUMENTATION", "").strip().lower() or "lantern"
 
 
 def setup_telemetry(
@@ -154,15 +190,17 @@ def setup_telemetry(
     bare does not spend its time failing to reach localhost:4318.
     """
     configure_logging(service_name, log_level)
-    telemetry = Telemetry(service_name)
+    telemetry = Telemetry(service_name, http_instrumentation=_http_instrumentation())
     if _sdk_disabled():
         logger.info("OpenTelemetry SDK disabled by OTEL_SDK_DISABLED")
+        set_global_tracing(None)
         return telemetry
 
     # OTEL_RESOURCE_ATTRIBUTES are merged in; service.name is always this service's own.
     resource = _HashedOnceResource(Resource.create({SERVICE_NAME: service_name}))
-    # TracerProvider reads OTEL_TRACES_SAMPLER(_ARG); BatchSpanProcessor reads OTEL_BSP_*.
-    tracer_provider = TracerProvider(resource=resource)
+    # The provider reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_*_LIMIT; BatchSpanProcessor OTEL_BSP_*.
+    tracing = SdkTracing.build(resource=resource)
+    tracer_provider = tracing.provider
     for processor in extra_span_processors:
         tracer_provider.add_span_processor(processor)
 
@@ -178,33 +216,64 @@ def setup_telemetry(
         logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
 
     meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers)
-    trace.set_tracer_provider(tracer_provider)
+    # The SDK's spans count themselves only in its own tracer: with its internal metrics on,
+    # every span is the SDK's.
+    if _sdk_internal_metrics():
+        trace.set_tracer_provider(tracer_provider)
+    else:
+        set_global_tracing(tracing)
     metrics.set_meter_provider(meter_provider)
     # The W3C `traceresponse` header lets a client look up the trace of its own request.
     set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
 
     telemetry.tracer_provider = tracer_provider
+    telemetry.tracing = None if _sdk_internal_metrics() else tracing
     telemetry.meter_provider = meter_provider
     telemetry.logger_provider = logger_provider
     return telemetry
 
 
-def instrument_app(app: FastAPI, telemetry: Telemetry) -> None:
-    """A server span for every request but the probes, outside the app's own middleware (so its
-    error responses are in the span) and inside any wrapped around it by `service_app`."""
+def instrument_app(app: ServiceApp, telemetry: Telemetry) -> None:
+    """A server span for every request but the probes, outside the app's own middleware and
+    error handling (so its error responses are in the span) and inside anything `service_app`
+    wraps around it: Lantern's own (the default), or opentelemetry-instrumentation-fastapi's
+    with LANTERN_HTTP_INSTRUMENTATION=opentelemetry."""
     if not telemetry.enabled:
         return
     tracer_provider = telemetry.tracer_provider
     assert tracer_provider is not None
     meter_provider = telemetry.meter_provider or metrics.get_meter_provider()
-    build = app.build_middleware_stack
-
-    def build_middleware_stack() -> ASGIApp:
-        return ServerSpans(
-            build(),
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            excluded_paths=_EXCLUDED_PATHS,
+    if telemetry.http_instrumentation == "opentelemetry":
+        _instrument_with_opentelemetry(app, tracer_provider, meter_provider)
+        return
+    tracer = lean_tracer(telemetry.tracing or tracer_provider, ServerSpans.SCOPE)
+    app.wrap_outside(
+        lambda inner: ServerSpans(
+            inner, tracer=tracer, meter_provider=meter_provider, excluded_paths=_EXCLUDED_PATHS
         )
+    )
 
-    setattr(app, "build_middleware_stack", build_middleware_stack)  # noqa: B010 - mypy forbids assigning a method
+
+def _instrument_with_opentelemetry(
+    app: ServiceApp, tracer_provider: TracerProvider, meter_provider: metrics.MeterProvider
+) -> None:
+    """The stock FastAPI instrumentation, configured by its own variables:
+    OTEL_PYTHON_FASTAPI_EXCLUDED_URLS (by default the probes here),
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST/_RESPONSE/_SANITIZE_FIELDS, and
+    OTEL_SEMCONV_STABILITY_OPT_IN (`http` here unless set: the stable attributes, as Lantern's)."""
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    configured = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get(
+        "OTEL_PYTHON_EXCLUDED_URLS"
+    )
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        # The instrumentation matches these against the whole URL, as regular expressions.
+        excluded_urls=None if configured else ",".join(f"{path}$" for path in _EXCLUDED_PATHS),
+        # One span per ASGI message sent or received would triple the spans of every request
+        # and tell the trace nothing it needs.
+        exclude_spans=["receive", "send"],
+    )

@@ -3,10 +3,12 @@
 The SDK's span guards every field with a lock, validates each attribute into a BoundedAttributes
 (a lock and an OrderedDict of its own), and builds two bounded lists per span: about 55 µs from
 start to end in a tight loop, and three times that between the frames of a consumer, where the
-interpreter's caches are cold. A LeanSpan is a ReadableSpan with plain fields, so every span
-processor and exporter takes it as it is; it is started and ended by the provider's own sampler,
-id generator, limits and processors. Lantern's spans live on the event loop's thread, so no
-lock is needed; attributes set later (by a handler) are still cleaned and bounded as the SDK's.
+interpreter's caches are cold. A LeanSpan is an API span with plain fields, started and ended with
+the provider's own sampler, id generator, limits and processors (telemetry/tracer.py). Processors
+get the live span at start, as the SDK gives them its own, and at the end an ordinary
+ReadableSpan made with its public constructor, so every processor and exporter takes it. Lantern's
+spans live on the event loop's thread, so no lock is needed; attributes set later (by a handler)
+are still cleaned and bounded as the SDK's, by the SDK's own BoundedAttributes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import (
     SpanContext,
     SpanKind,
@@ -30,6 +33,8 @@ from opentelemetry.trace import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.util import types
 
     from lantern_runtime.telemetry.tracer import LeanTracer
@@ -52,11 +57,18 @@ def _make_room(entries: list[Any], limit: int | None) -> int:
     return 1
 
 
-class LeanSpan(trace.Span, ReadableSpan):
-    """A recording span with plain fields; see the module's docstring."""
+def _bounded(entries: list[Any], limit: int | None, dropped: int) -> Sequence[Any]:
+    """The entries as ReadableSpan reads them: a BoundedList when some were dropped (that is how
+    it counts them), a tuple otherwise."""
+    if not dropped:
+        return tuple(entries)
+    bounded = BoundedList.from_seq(limit, entries)
+    bounded.dropped = dropped
+    return bounded
 
-    _context: SpanContext
-    _attributes: dict[str, Any]
+
+class LeanSpan(trace.Span):
+    """A recording span with plain fields; see the module's docstring."""
 
     def __init__(
         self,
@@ -71,17 +83,13 @@ class LeanSpan(trace.Span, ReadableSpan):
         record_exception: bool,
         set_status_on_exception: bool,
     ) -> None:
-        # ReadableSpan.__init__ is not called: it would build an empty Resource for nothing.
         self._tracer = tracer
         self._name = name
         self._context = context
         self._parent = parent
         self._kind = kind
         self._status = _UNSET
-        self._resource = tracer.resource
-        self._instrumentation_scope = tracer.scope
-        self._instrumentation_info = None
-        self._start_time: int | None = start_time if start_time is not None else time_ns()
+        self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
@@ -102,32 +110,80 @@ class LeanSpan(trace.Span, ReadableSpan):
             self._attributes = attributes
         else:
             self._attributes = {}
-            self.set_attributes(attributes)
+            self._merge(attributes, initial=True)
 
-    # ReadableSpan's view for processors and exporters.
+    # What a processor may read of the live span at start, as of the SDK's span.
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def start_time(self) -> int:
+        return self._start_time
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end_time
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
     @property
     def attributes(self) -> types.Attributes:
         return MappingProxyType(self._attributes)
-
-    @property
-    def dropped_attributes(self) -> int:
-        return self._dropped_attributes
 
     @property
     def events(self) -> Sequence[Event]:
         return tuple(self._events)
 
     @property
-    def dropped_events(self) -> int:
-        return self._dropped_events
-
-    @property
     def links(self) -> Sequence[trace.Link]:
         return tuple(self._links)
 
     @property
-    def dropped_links(self) -> int:
-        return self._dropped_links
+    def resource(self) -> Resource:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self._tracer.scope
+
+    def readable(self) -> ReadableSpan:
+        """What the span recorded, as the SDK's ReadableSpan."""
+        limits = self._tracer.limits
+        attributes: types.Attributes = self._attributes
+        if self._dropped_attributes:
+            # ReadableSpan counts dropped attributes only in a BoundedAttributes.
+            bounded = BoundedAttributes(limits.max_span_attributes, self._attributes)
+            bounded.dropped = self._dropped_attributes
+            attributes = bounded
+        return ReadableSpan(
+            name=self._name,
+            context=self._context,
+            parent=self._parent,
+            resource=self._tracer.resource,
+            attributes=attributes,
+            events=_bounded(self._events, limits.max_events, self._dropped_events),
+            links=_bounded(self._links, limits.max_links, self._dropped_links),
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start_time,
+            end_time=self._end_time,
+            instrumentation_scope=self._tracer.scope,
+        )
 
     # The API's span.
     def get_span_context(self) -> SpanContext:
@@ -141,7 +197,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             _logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._tracer.processor.on_end(self)
+        self._tracer.processor.on_end(self.readable())
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
@@ -154,24 +210,39 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None:
             _logger.warning("Setting attribute on ended span.")
             return
-        # As BoundedAttributes: keys must be non-empty strings, values are cleaned, and a full
-        # span drops its oldest attribute.
+        self._merge(attributes, initial=False)
+
+    def _merge(self, attributes: Mapping[str, types.AnyValue], *, initial: bool) -> None:
         limits = self._tracer.limits
+        max_length = limits.max_span_attribute_length
+        if max_length is not None or not _PLAIN_VALUES.issuperset(map(type, attributes.values())):
+            # Keys checked and values cleaned (sequences to tuples, strings cut, other types to
+            # str) by the SDK's own BoundedAttributes, as its span does: the initial attributes
+            # at once, later ones one by one.
+            if initial:
+                cleaned = BoundedAttributes(None, attributes, max_value_len=max_length)
+            else:
+                cleaned = BoundedAttributes(None, immutable=False, max_value_len=max_length)
+                for key, value in attributes.items():
+                    cleaned[key] = value
+            self._dropped_attributes += cleaned.dropped
+            attributes = cleaned
+        # A full span drops its oldest attribute, as BoundedAttributes does.
         current = self._attributes
+        limit = limits.max_span_attributes
         for key, value in attributes.items():
             if not key or not isinstance(key, str):
                 _logger.warning("invalid key `%s`. must be non-empty string. Dropping it.", key)
                 self._dropped_attributes += 1
                 continue
-            cleaned = _clean_attribute_value(value, limits.max_span_attribute_length)
             current.pop(key, None)
-            if limits.max_span_attributes is not None and len(current) >= limits.max_span_attributes:
+            if limit is not None and len(current) >= limit:
                 if not current:
                     self._dropped_attributes += 1
                     continue
                 del current[next(iter(current))]
                 self._dropped_attributes += 1
-            current[key] = cleaned
+            current[key] = value
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self._end_time is not None:

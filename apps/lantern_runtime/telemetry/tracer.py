@@ -1,28 +1,28 @@
 """The tracer behind Lantern's lean spans, and the global one its messaging spans use.
 
-A LeanTracer makes the SDK tracer's decisions with the provider's own parts: its sampler (the
-stock always_on, always_off and parent-based rules are answered without a call), id generator,
-resource, limits and span processors. What it leaves out: the SDK's own span metrics
-(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED) and the experimental per-scope tracer configurator.
+A LeanTracer makes the SDK tracer's decisions with the parts an SDK provider was built from,
+all through public API: the provider's sampler, id generator and resource, and the span limits
+and span processor that `SdkTracing.build` handed to the provider's constructor and kept. The
+stock always_on, always_off and parent-based samplers are answered without a call. What it
+leaves out: the SDK's own span metrics (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED; with it set,
+setup_telemetry uses the SDK's tracer instead) and the experimental per-scope configurator.
+
+A provider built any other way keeps its limits and processors to itself, so it gets its own
+(the SDK's) tracer: slower, never wrong.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
+from opentelemetry.sdk.trace import SpanLimits, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, DEFAULT_OFF, DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    NoOpTracerProvider,
-    ProxyTracerProvider,
-    SpanContext,
-    SpanKind,
-    TraceFlags,
-)
-from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.trace import NonRecordingSpan, ProxyTracerProvider, SpanContext, SpanKind, TraceFlags
 
 from lantern_runtime.telemetry.spans import LeanSpan
 
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import SpanLimits, SpanProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.util import types
 
-__all__ = ["GlobalTracer", "LeanTracer", "lean_tracer"]
+__all__ = ["GlobalTracer", "LeanTracer", "SdkTracing", "lean_tracer", "set_global_tracing"]
 
 _FLAGS = {
     (sampled, random): TraceFlags(
@@ -42,39 +44,74 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
+# The samplers OTEL_TRACES_SAMPLER=parentbased_always_on (the default) and parentbased_always_off
+# resolve to: under a parent, both follow its sampled flag.
+_FOLLOW_THE_PARENT = (DEFAULT_ON, DEFAULT_OFF)
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class SdkTracing:
+    """An SDK TracerProvider with the span limits and the span processor it was built with.
+
+    The processor is the provider's own (its `active_span_processor`), so a processor added
+    later with `provider.add_span_processor` reaches lean spans too.
+    """
+
+    provider: TracerProvider
+    limits: SpanLimits
+    processor: SynchronousMultiSpanProcessor
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        resource: Resource | None = None,
+        sampler: Sampler | None = None,
+        id_generator: IdGenerator | None = None,
+        limits: SpanLimits | None = None,
+        shutdown_on_exit: bool = True,
+    ) -> SdkTracing:
+        """As TracerProvider(...): a sampler from OTEL_TRACES_SAMPLER and limits from
+        OTEL_*_LIMIT unless given."""
+        limits = limits if limits is not None else SpanLimits()
+        processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]  # unannotated in the SDK
+        provider = TracerProvider(
+            sampler=sampler,
+            resource=resource,
+            shutdown_on_exit=shutdown_on_exit,
+            active_span_processor=processor,
+            id_generator=id_generator,
+            span_limits=limits,
+        )
+        return cls(provider, limits, processor)
 
 
 class LeanTracer(trace.Tracer):
     """Starts LeanSpans with an SDK provider's sampler, ids, resource, limits and processors."""
 
-    def __init__(self, provider: SDKTracerProvider, scope: str) -> None:
+    def __init__(self, tracing: SdkTracing, scope: str) -> None:
+        provider = tracing.provider
         self.sampler = provider.sampler
         self.id_generator = provider.id_generator
         self.resource = provider.resource
-        self.limits: SpanLimits = provider._span_limits
-        self.processor: SpanProcessor = provider._active_span_processor
+        self.limits = tracing.limits
+        self.processor = tracing.processor
         self.scope = InstrumentationScope(scope, "")
         self._random_ids = self.id_generator.is_trace_id_random()
-        # ParentBased with its default rules follows the parent's sampled flag.
-        rules = (
-            "_remote_parent_sampled",
-            "_remote_parent_not_sampled",
-            "_local_parent_sampled",
-            "_local_parent_not_sampled",
-        )
-        self._stock_parent_rules = isinstance(self.sampler, ParentBased) and [
-            getattr(self.sampler, rule, None) for rule in rules
-        ] == [ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF]
 
     def _decide(self, parent: SpanContext | None) -> bool | None:
         """The decision of the SDK's stock samplers, which need not be asked: always_on,
-        always_off, and parentbased_always_on under a parent. None: ask the sampler."""
+        always_off, and the parent-based defaults under a parent. None: ask the sampler."""
         sampler = self.sampler
         if sampler is ALWAYS_ON:
             return True
         if sampler is ALWAYS_OFF:
             return False
-        if parent is not None and sampler.__class__ is ParentBased and self._stock_parent_rules:
+        if parent is not None and sampler in _FOLLOW_THE_PARENT:
             return bool(parent.trace_flags.sampled)
         return None
 
@@ -129,11 +166,14 @@ class LeanTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]  # a ReadableSpan, as processors read it
+        # Processors are handed the live span at start, as the SDK hands them its own: they may
+        # read it or add attributes. At the end they get a ReadableSpan (LeanSpan.end).
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]  # typed for the SDK's Span
         return span
 
-    @_agnosticcontextmanager
-    def start_as_current_span(
+    # The API's own is typed with a private context manager class; this one is contextlib's.
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: Context | None = None,
@@ -157,29 +197,61 @@ class LeanTracer(trace.Tracer):
             yield current
 
 
-def lean_tracer(provider: trace.TracerProvider, scope: str) -> trace.Tracer:
-    """A LeanTracer for an SDK provider; any other provider's own tracer."""
-    if isinstance(provider, SDKTracerProvider) and not provider._disabled:
-        return LeanTracer(provider, scope)
-    return provider.get_tracer(scope)
+def lean_tracer(tracing: SdkTracing | trace.TracerProvider, scope: str) -> trace.Tracer:
+    """A LeanTracer for an SdkTracing; any provider's own tracer (the SDK's, or a no-op one)."""
+    if isinstance(tracing, SdkTracing):
+        if _sdk_disabled():
+            return tracing.provider.get_tracer(scope)
+        return LeanTracer(tracing, scope)
+    return tracing.get_tracer(scope)
+
+
+class _Global:
+    """What setup_telemetry made the global provider, if it could (the API sets it once)."""
+
+    tracing: SdkTracing | None = None
+    settled = False
+
+
+def set_global_tracing(tracing: SdkTracing | None) -> bool:
+    """Make `tracing`'s provider the global one, so GlobalTracers start lean spans with it; with
+    None, settle that there is none (OTEL_SDK_DISABLED). False if another provider was global
+    already: GlobalTracers then use that provider's own tracer."""
+    _Global.settled = True
+    if tracing is None:
+        return False
+    trace.set_tracer_provider(tracing.provider)
+    if trace.get_tracer_provider() is not tracing.provider:
+        return False
+    _Global.tracing = tracing
+    return True
 
 
 class GlobalTracer:
-    """The lean tracer of the global tracer provider, or None while no SDK provider is set
-    (OTEL_SDK_DISABLED, or before setup_telemetry); looked up again only when that changes."""
+    """The tracer of the global tracer provider, or None while there is none; resolved once,
+    when setup_telemetry has run or the global provider has been set.
+
+    A lean tracer when the global provider is setup_telemetry's; another provider's own tracer.
+    """
 
     def __init__(self, scope: str) -> None:
         self._scope = scope
-        self._seen: object = self
+        self._resolved = False
         self._tracer: trace.Tracer | None = None
 
     def get(self) -> trace.Tracer | None:
-        # The global itself: get_tracer_provider() searches os.environ on every call until a
-        # provider is set, which is every message of an untraced service.
-        provider = trace._TRACER_PROVIDER
-        if provider is not self._seen:
-            self._seen = provider
-            resolved = trace.get_tracer_provider()
-            untraced = isinstance(resolved, ProxyTracerProvider | NoOpTracerProvider)
-            self._tracer = None if untraced else lean_tracer(resolved, self._scope)
+        if self._resolved:
+            return self._tracer
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, ProxyTracerProvider):
+            # No provider yet. Once setup_telemetry has said there will be none, stop asking:
+            # the lookup searches os.environ on each call.
+            self._resolved = _Global.settled
+            return None
+        self._resolved = True
+        tracing = _Global.tracing
+        if tracing is not None and tracing.provider is provider:
+            self._tracer = lean_tracer(tracing, self._scope)
+        elif not isinstance(provider, trace.NoOpTracerProvider):
+            self._tracer = provider.get_tracer(self._scope)
         return self._tracer
