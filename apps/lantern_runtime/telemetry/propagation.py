@@ -5,6 +5,9 @@ through a regular expression: about 12 µs a call. With the default propagators 
 baggage) and a carrier holding only a canonical version-00 `traceparent`, the header is read
 here by slicing; anything else (other propagators, tracestate, baggage, an unusual header) goes
 through the propagators as before, so the result is always theirs.
+
+The default propagators are recognised by what they show publicly: the W3C headers as their
+only fields, and the same context as the fast path from a sample traceparent.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["extract"]
 
 _HEX = frozenset("0123456789abcdef")
-_DEFAULTS = (
-    (TraceContextTextMapPropagator, W3CBaggagePropagator),
-    (TraceContextTextMapPropagator,),
+# The fields of tracecontext,baggage (the default) and of tracecontext alone.
+_W3C_FIELDS = ({"traceparent", "tracestate", "baggage"}, {"traceparent", "tracestate"})
+_SAMPLES = (
+    "00-94e183f1b16ada326cb26ac1602aaaa4-d543bcb7bc77533d-01",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
 )
 # The global propagator last seen, and whether it is one of the defaults.
 _seen: tuple[TextMapPropagator | None, bool] = (None, False)
@@ -37,9 +39,19 @@ _seen: tuple[TextMapPropagator | None, bool] = (None, False)
 def _is_default(textmap: TextMapPropagator) -> bool:
     global _seen
     if _seen[0] is not textmap:
-        members = getattr(textmap, "_propagators", None) if isinstance(textmap, CompositePropagator) else None
-        _seen = (textmap, members is not None and tuple(type(p) for p in members) in _DEFAULTS)
+        _seen = (textmap, _reads_like_w3c(textmap))
     return _seen[1]
+
+
+def _reads_like_w3c(textmap: TextMapPropagator) -> bool:
+    """Whether `textmap` reads only the W3C headers, and a lone traceparent as the fast path does."""
+    if set(textmap.fields) not in _W3C_FIELDS:
+        return False
+    for header in _SAMPLES:
+        theirs = trace.get_current_span(textmap.extract({"traceparent": header})).get_span_context()
+        if theirs != _canonical_traceparent(header) or theirs.is_remote is not True:
+            return False
+    return True
 
 
 def _canonical_traceparent(header: Any) -> SpanContext | None:
