@@ -29,8 +29,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check apps tests bench
 	$(BIN)/mypy
 
+# The latest traces of `make run` as waterfalls; one of them: .venv/bin/lantern --local trace <trace or order id>
 traces: $(STAMP)
-	$(BIN)/python -m devstack traces
+	$(BIN)/lantern --local trace --last 3
 
 # The order flow's dead letters; replay with:
 #   .venv/bin/python -m lantern_runtime.messaging.deadletters replay --queue <queue>

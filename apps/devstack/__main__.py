@@ -1,4 +1,5 @@
-"""`python -m devstack` runs the platform locally; `python -m devstack traces` prints traces."""
+"""`python -m devstack` runs the platform locally; `python -m devstack traces` prints the latest
+traces as waterfalls (what `lantern --local trace --last N` prints)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import threading
 from pathlib import Path
 
 from devstack.stack import SERVICES, Stack, amqp_reachable, development_secret, jaeger_binary, port_free
-from devstack.tracesink import traces_by_id
-from lantern_runtime.trace_contract import render_tree
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
 # A day is long enough for a working session; `make run` prints a fresh token each start.
@@ -90,24 +89,16 @@ def run() -> int:
 
 
 def traces(last: int) -> int:
-    spans_file = WORKDIR / "spans.jsonl"
-    found = traces_by_id(spans_file)
-    if not found:
-        print(f"no traces in {spans_file} yet; is `make run` running, and did a request go through?")
-        return 0
-    latest = sorted(found.values(), key=lambda spans: min(s.start_ns for s in spans))[-last:]
-    for spans in latest:
-        services = sorted({s.service for s in spans})
-        print(f"trace {spans[0].trace_id}  {len(spans)} spans  services: {', '.join(services)}")
-        print(render_tree(spans))
-        print()
-    return 0
+    """The latest traces as waterfalls, read through the trace query API (sink or Jaeger)."""
+    from lantern_cli.__main__ import main as lantern
+
+    return lantern(["--local", "trace", "--last", str(last)])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     commands = parser.add_subparsers(dest="command")
-    show = commands.add_parser("traces", help="print the latest traces as trees")
+    show = commands.add_parser("traces", help="print the latest traces as waterfalls")
     show.add_argument("--last", type=int, default=3)
     args = parser.parse_args()
     if args.command == "traces":
