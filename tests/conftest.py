@@ -8,14 +8,14 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devstack.rabbitmq import fresh_vhost
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Coroutine, Iterator
 
 POSTGRES_URL = os.environ.get("LANTERN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -28,9 +28,13 @@ def amqp_url() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database, dropped afterwards; yields its asyncpg SQLAlchemy URL."""
+def fresh_database(migrated_for: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; yields its asyncpg SQLAlchemy URL. With
+    `migrated_for` (a service), migrated to the head of that service's history first."""
     import asyncpg
+
+    from lantern_runtime.storage import create_engine, upgrade
+    from lantern_runtime.storage.migrations import history_of
 
     name = f"lantern_test_{uuid.uuid4().hex[:10]}"
 
@@ -41,17 +45,26 @@ def fresh_database() -> Iterator[str]:
         finally:
             await connection.close()
 
-    def run(statement: str) -> None:
+    async def migrate(url: str, service: str) -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine, history_of(service))
+        finally:
+            await engine.dispose()
+
+    def run(work: Coroutine[Any, Any, None]) -> None:
         # In a thread of its own, so an async fixture may ask for this one too.
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, admin(statement)).result()
+            pool.submit(asyncio.run, work).result()
 
-    run(f'CREATE DATABASE "{name}"')
+    run(admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     try:
+        if migrated_for is not None:
+            run(migrate(f"{base}/{name}", migrated_for))
         yield f"{base}/{name}"
     finally:
-        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -22,6 +22,10 @@ import httpx
 from gateway.auth import issue_token
 
 SERVICES = ("bank", "payments", "orders", "notifier", "gateway")
+# Those with a database of their own, migrated to head before they first start.
+WITH_DATABASE = ("payments", "orders", "notifier")
+# Seconds a migration may wait for its database (a PostgreSQL still starting) and then take.
+MIGRATION_TIMEOUT = 120.0
 DEFAULT_PORTS = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
 
 
@@ -39,8 +43,11 @@ class Stack:
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     # Signs the X-Lantern-Subject header the gateway sends to the services.
     subject_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Migrate each database before its service first starts; False when the caller has.
+    migrate: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _migrated: set[str] = field(default_factory=set)
 
     @property
     def spans_file(self) -> Path:
@@ -107,11 +114,46 @@ class Stack:
                 ],
                 dict(os.environ),
             )
+        self.migrate_databases(SERVICES)
         for service in SERVICES:
             self.start_service(service)
 
     def start_service(self, service: str) -> None:
+        self.migrate_databases((service,))
         self._spawn(service, [sys.executable, "-m", service], self.env_for(service))
+
+    def migrate_databases(self, services: tuple[str, ...]) -> None:
+        """Migrate the databases of `services` not migrated yet to head, all at once, with the
+        CLI the init containers run; each one's output goes to its service's log. Raises
+        naming any that failed."""
+        pending = (
+            [s for s in services if s in WITH_DATABASE and s not in self._migrated] if self.migrate else []
+        )
+        if not pending:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        running = {}
+        for service in pending:
+            with (self.log_dir / f"{service}.log").open("ab") as log:
+                running[service] = subprocess.Popen(
+                    [sys.executable, "-m", "lantern_runtime.storage.migrate", service, "--wait", "30"],
+                    env=self.env_for(service),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        failed = []
+        for service, process in running.items():
+            try:
+                returncode = process.wait(MIGRATION_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                returncode = process.wait()
+            if returncode == 0:
+                self._migrated.add(service)
+            else:
+                failed.append(f"{service} (exit {returncode}):\n{self.tail(service)}")
+        if failed:
+            raise RuntimeError(f"database migration failed for {'; '.join(failed)}")
 
     def start_process(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

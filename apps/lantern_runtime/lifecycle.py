@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lantern_runtime.health import Readiness
 from lantern_runtime.messaging import broker_ready, connect_broker, redacted_url, stop_consuming
 from lantern_runtime.startup import Dependency, Startup
-from lantern_runtime.storage import database_ready
+from lantern_runtime.storage import database_ready, require_head
 
 if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
-    from sqlalchemy import MetaData
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from lantern_runtime.messaging import Topology
     from lantern_runtime.settings import BrokerSettings
-    from lantern_runtime.storage import OutboxRelay
+    from lantern_runtime.storage import MigrationHistory, OutboxRelay
 
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,8 @@ class EventDrivenService:
     topology: Topology
     settings: BrokerSettings
     engine: AsyncEngine | None = None
-    metadata: MetaData | None = None
+    # The database's schema history: start-up waits until the database is at its head.
+    migrations: MigrationHistory | None = None
     relay: OutboxRelay | None = None
     workers: Sequence[Worker] = ()
     clients: Sequence[Closable] = ()
@@ -71,13 +71,14 @@ class EventDrivenService:
     def _dependencies(self) -> list[Dependency]:
         waits = []
         if self.engine is not None:
-            # create_all is the database's "connect": it needs the connection anyway, and a
-            # replica losing the race to create a table just tries again.
+            # The schema check is the database's "connect": it needs the connection anyway. A
+            # database not yet migrated is waited for like one not yet up (the migration runs
+            # beside the service: an init container, `make run`), and each wait says why.
             waits.append(
                 Dependency(
                     "database",
                     self.engine.url.render_as_string(hide_password=True),
-                    self._create_tables,
+                    self._check_schema,
                     attempt_timeout=10.0,
                 )
             )
@@ -92,11 +93,12 @@ class EventDrivenService:
         )
         return waits
 
-    async def _create_tables(self) -> None:
+    async def _check_schema(self) -> None:
         assert self.engine is not None
-        async with self.engine.begin() as conn:
-            if self.metadata is not None:
-                await conn.run_sync(self.metadata.create_all)
+        if self.migrations is not None:
+            await require_head(self.engine, self.migrations)
+        else:
+            await database_ready(self.engine)()
 
     async def _finish_starting(self) -> None:
         await self.broker.start()

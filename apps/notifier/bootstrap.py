@@ -13,7 +13,8 @@ from lantern_runtime.service import serve
 from lantern_runtime.storage import create_engine
 from notifier.api import notifications_router
 from notifier.consumers import outcome_consumers
-from notifier.notifications import NotificationSender, metadata
+from notifier.migrations import HISTORY
+from notifier.notifications import NotificationSender
 from notifier.settings import NotifierSettings
 from order_flow.topology import NOTIFIER_QUEUE, ORDER_FLOW
 
@@ -36,7 +37,7 @@ def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAP
     sender = NotificationSender(engine, webhook)
     subscribe(broker, NOTIFIER_QUEUE, outcome_consumers(sender), settings)
     parts = EventDrivenService(
-        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, clients=[webhook] if webhook else []
+        broker, ORDER_FLOW, settings, engine=engine, migrations=HISTORY, clients=[webhook] if webhook else []
     )
     readiness = parts.readiness()
 

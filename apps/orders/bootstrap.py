@@ -13,14 +13,15 @@ from lantern_runtime.messaging import (
     subscribe,
 )
 from lantern_runtime.service import serve
-from lantern_runtime.storage import OutboxRelay, create_engine
+from lantern_runtime.storage import OutboxRelay, RetentionRule, RetentionWorker, create_engine
 from order_flow.topology import ORDER_FLOW, ORDERS_QUEUE
 from orders.api import orders_router
 from orders.consumers import payment_consumers
 from orders.deadline import PaymentDeadline
+from orders.migrations import HISTORY
 from orders.repository import OrderRepository
 from orders.settings import OrdersSettings
-from orders.tables import metadata, outbox
+from orders.tables import inbox, outbox
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -43,8 +44,18 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
     deadline = PaymentDeadline(repository, relay, seconds=settings.payment_deadline_seconds)
     subscribe(broker, ORDERS_QUEUE, payment_consumers(repository, relay), settings)
 
+    policy = settings.retention
+    retention = RetentionWorker(
+        engine, [RetentionRule.sent_outbox(outbox, policy), RetentionRule.inbox(inbox, policy)], policy
+    )
     parts = EventDrivenService(
-        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, relay=relay, workers=[deadline]
+        broker,
+        ORDER_FLOW,
+        settings,
+        engine=engine,
+        migrations=HISTORY,
+        relay=relay,
+        workers=[deadline, retention],
     )
     readiness = parts.readiness()
 

@@ -14,13 +14,14 @@ from lantern_runtime.messaging import (
 )
 from lantern_runtime.resilience import UpstreamClient
 from lantern_runtime.service import serve
-from lantern_runtime.storage import OutboxRelay, create_engine
+from lantern_runtime.storage import OutboxRelay, RetentionRule, RetentionWorker, create_engine
 from order_flow.topology import ORDER_FLOW, PAYMENTS_QUEUE
 from payments.bank_client import BankClient
 from payments.consumers import order_consumers
+from payments.migrations import HISTORY
 from payments.repository import PaymentRepository
 from payments.settings import PaymentsSettings
-from payments.tables import metadata, outbox
+from payments.tables import inbox, outbox
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,8 +43,20 @@ def create_app(settings: PaymentsSettings, telemetry: Telemetry) -> tuple[FastAP
     )
     consumers = order_consumers(BankClient(bank), PaymentRepository(engine), relay)
     subscribe(broker, PAYMENTS_QUEUE, consumers, settings)
+    policy = settings.retention
+    retention = RetentionWorker(
+        engine, [RetentionRule.sent_outbox(outbox, policy), RetentionRule.inbox(inbox, policy)], policy
+    )
+    # The ledger (payments) is business data and is kept; only delivered events and old ids go.
     parts = EventDrivenService(
-        broker, ORDER_FLOW, settings, engine=engine, metadata=metadata, relay=relay, clients=[bank]
+        broker,
+        ORDER_FLOW,
+        settings,
+        engine=engine,
+        migrations=HISTORY,
+        relay=relay,
+        workers=[retention],
+        clients=[bank],
     )
     readiness = parts.readiness()
 

@@ -110,7 +110,8 @@ def log_messages(stack: Stack, service: str) -> list[str]:
 @pytest.fixture
 def unreachable_platform(tmp_path: Path) -> Iterator[tuple[Stack, Forwarder]]:
     """The platform started with RabbitMQ, PostgreSQL, Redis and the trace sink behind a
-    forwarder that is not listening yet; each service with a database has a fresh one."""
+    forwarder that is not listening yet; each service with a database has a fresh one, migrated
+    beforehand (as an init container would, before the service's container starts)."""
     with ExitStack() as cleanup:
         sink_port = free_port()
         forwarder = Forwarder(
@@ -123,7 +124,7 @@ def unreachable_platform(tmp_path: Path) -> Iterator[tuple[Stack, Forwarder]]:
         )
         cleanup.callback(forwarder.stop)
         vhost = cleanup.enter_context(fresh_vhost()).rsplit("/", 1)[1]
-        databases = {service: cleanup.enter_context(fresh_database()) for service in WITH_DATABASE}
+        databases = {service: cleanup.enter_context(fresh_database(service)) for service in WITH_DATABASE}
         via = forwarder.ports
         service_env: dict[str, dict[str, str]] = {
             service: {"DATABASE_URL": url.replace(":5432/", f":{via['postgres']}/")}
@@ -137,6 +138,7 @@ def unreachable_platform(tmp_path: Path) -> Iterator[tuple[Stack, Forwarder]]:
             otlp_endpoint=f"http://127.0.0.1:{via['otlp']}",
             extra_env={**FAST_RECOVERY, "OTEL_BSP_SCHEDULE_DELAY": "100"},
             service_env=service_env,
+            migrate=False,
         )
         cleanup.callback(stack.stop)
         sink = [sys.executable, "-m", "devstack.tracesink", "--port", str(sink_port)]

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from lantern_runtime.storage import create_engine
+from lantern_runtime.storage import create_engine, upgrade
+from lantern_runtime.storage.migrations import history_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -40,12 +41,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+# The services' databases are made by their migrations, as in `make run` and Kubernetes.
+SERVICE_HISTORIES = {
+    id(history.metadata): history for history in map(history_of, ("orders", "payments", "notifier"))
+}
+
+
+async def migrate(database_url: str, service: str) -> None:
+    """Migrate the test's database to the head of `service`'s history, as its init container does."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, history_of(service))
+    finally:
+        await engine.dispose()
+
+
 @asynccontextmanager
 async def engine_with(database_url: str, metadata: MetaData) -> AsyncIterator[AsyncEngine]:
-    """An engine on the test's database with `metadata`'s tables created, disposed afterwards."""
+    """An engine on the test's database with `metadata`'s tables, disposed afterwards: a
+    service's tables by its migrations, any other (a test's own) by create_all."""
     engine = create_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    history = SERVICE_HISTORIES.get(id(metadata))
+    if history is not None:
+        await upgrade(engine, history)
+    else:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
     try:
         yield engine
     finally:

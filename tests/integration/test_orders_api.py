@@ -13,7 +13,7 @@ from lantern_runtime.telemetry import Telemetry
 from order_flow.topology import PAYMENTS_QUEUE
 from orders.bootstrap import create_app
 from orders.settings import OrdersSettings
-from tests.integration.conftest import drain, queue_depth
+from tests.integration.conftest import drain, migrate, queue_depth
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -31,6 +31,7 @@ ORDER = {
 
 @pytest.fixture
 async def client(database_url: str, amqp_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    await migrate(database_url, "orders")
     settings = OrdersSettings(database_url=database_url, amqp_url=amqp_url, outbox_poll_seconds=0.1)
     app, readiness = create_app(settings, Telemetry("orders"))
     async with (

@@ -20,7 +20,8 @@ def inbox_table(metadata: MetaData) -> Table:
         "processed_messages",
         metadata,
         Column("message_id", String(200), primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        # Indexed for retention, which deletes by age (lantern_runtime.storage.retention).
+        Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
     )
 
 

@@ -1,0 +1,256 @@
+"""Schema migrations with Alembic: one history per service database, kept in the service's own
+`migrations` package (`env.py`, `versions/`), run by `python -m lantern_runtime.storage.migrate`.
+
+Services never change their schema themselves. At start-up each checks that its database is at
+the head of its history (`require_head`) and stays not ready, saying why, until it is.
+
+Migrating takes a PostgreSQL advisory lock for the whole run, so replicas (init containers of a
+rollout, or someone running the CLI by hand beside them) migrate one at a time; the others wait,
+then find the database at head and do nothing. A SQLite file belongs to one process and needs
+no lock. A database made by `create_all` before migrations existed is recognised by its tables
+and stamped at the baseline revision, which creates exactly those tables, so its data stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from alembic import command, context
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, MetaData
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = [
+    "MigrationHistory",
+    "SchemaNotCurrent",
+    "check_models",
+    "current_revisions",
+    "history_of",
+    "require_head",
+    "run_env",
+    "upgrade",
+]
+
+logger = logging.getLogger(__name__)
+
+# One key for every Lantern database: each service has a database of its own, and the lock is
+# per database, so services never wait for each other.
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"lantern.migrations").digest()[:8], "big", signed=True)
+
+
+class SchemaNotCurrent(Exception):
+    """The database is not at the head revision this build needs."""
+
+
+@dataclass(frozen=True)
+class MigrationHistory:
+    """A service database's Alembic history: the package holding its scripts, the tables its head
+    must match, and the baseline that a database made by `create_all` is stamped at."""
+
+    service: str
+    package: str
+    metadata: MetaData
+    # The first revision, equal to what create_all made before migrations, and those tables.
+    baseline: str
+    baseline_tables: frozenset[str]
+
+    @cached_property
+    def directory(self) -> Path:
+        module = importlib.import_module(self.package)
+        assert module.__file__ is not None, f"{self.package} is not a package on disk"
+        return Path(module.__file__).parent
+
+    def config(self, connection: Connection | None = None) -> Config:
+        """An Alembic Config without an alembic.ini; env.py finds the connection and this
+        history in its attributes."""
+        config = Config()
+        config.set_main_option("script_location", str(self.directory))
+        config.attributes["history"] = self
+        if connection is not None:
+            config.attributes["connection"] = connection
+        return config
+
+    @cached_property
+    def scripts(self) -> ScriptDirectory:
+        # Read once per process: start-up may ask many times while it waits.
+        return ScriptDirectory.from_config(self.config())
+
+    def heads(self) -> set[str]:
+        return set(self.scripts.get_heads())
+
+    def known(self, revision: str) -> bool:
+        return any(script.revision == revision for script in self.scripts.walk_revisions())
+
+
+def history_of(service: str) -> MigrationHistory:
+    """The history of `service` (a package with a `migrations` subpackage defining HISTORY)."""
+    try:
+        module = importlib.import_module(f"{service}.migrations")
+    except ModuleNotFoundError as error:
+        raise LookupError(
+            f"{service!r} has no migration history ({service}.migrations); "
+            "the services with a database are orders, payments and notifier"
+        ) from error
+    return cast("MigrationHistory", module.HISTORY)
+
+
+def run_env() -> None:
+    """The body of every service's `env.py`: run what Alembic asks on the connection given."""
+    config = context.config
+    connection = config.attributes.get("connection")
+    history = config.attributes.get("history")
+    if connection is None or not isinstance(history, MigrationHistory):
+        raise RuntimeError(
+            "run migrations with `python -m lantern_runtime.storage.migrate <service>`, "
+            "not the alembic command: it needs the service's database connection"
+        )
+    sqlite = connection.dialect.name == "sqlite"
+    context.configure(
+        connection=connection,
+        target_metadata=history.metadata,
+        # SQLite alters a table by copying it; batch mode writes migrations that way.
+        render_as_batch=sqlite,
+        # lantern_runtime.storage.create_engine makes SQLite transactions real (an explicit
+        # BEGIN), so a failed revision leaves nothing half done there either.
+        transactional_ddl=True,
+        # Each revision commits with its version row: a later one failing keeps the earlier.
+        transaction_per_migration=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _table_names(connection: Connection) -> list[str]:
+    return inspect(connection).get_table_names()
+
+
+def _current(connection: Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+async def current_revisions(conn: AsyncConnection) -> set[str]:
+    return await conn.run_sync(_current)
+
+
+async def require_head(engine: AsyncEngine, history: MigrationHistory) -> None:
+    """Start-up's database check: returns once the database answers and is at head; raises
+    SchemaNotCurrent saying what to run otherwise."""
+    async with engine.connect() as conn:
+        current = await current_revisions(conn)
+        tables = set() if current else set(await conn.run_sync(_table_names))
+    heads = history.heads()
+    if current == heads:
+        return
+    newer = sorted(revision for revision in current if not history.known(revision))
+    if newer:
+        # A later release migrated it (a rollout in progress, or a rollback): its revisions keep
+        # the schema working for the release before, so this one may serve.
+        logger.warning(
+            "database is at a revision this build does not know; carrying on as it is newer",
+            extra={"revisions": newer, "head": sorted(heads)},
+        )
+        return
+    run = f"run `python -m lantern_runtime.storage.migrate {history.service}`"
+    if not current and tables & history.baseline_tables:
+        raise SchemaNotCurrent(
+            f"database has tables from before migrations ({', '.join(sorted(tables))}) and no revision; "
+            f"{run}: it stamps them at {history.baseline}, then migrates to {', '.join(sorted(heads))}"
+        )
+    raise SchemaNotCurrent(
+        f"database schema is at {', '.join(sorted(current)) or 'no revision (empty)'}, "
+        f"this build needs {', '.join(sorted(heads))}: {run}"
+    )
+
+
+def _lock(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Session-level, not transaction-level: it outlives the commits of each revision.
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        # Committed, so Alembic starts transactions of its own rather than nesting in this one.
+        connection.commit()
+
+
+def _unlock(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.rollback()
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+        connection.commit()
+
+
+def _upgrade(connection: Connection, history: MigrationHistory, target: str) -> tuple[set[str], set[str]]:
+    _lock(connection)
+    try:
+        before = _current(connection)
+        connection.commit()
+        if not before:
+            tables = set(_table_names(connection))
+            found = tables & history.baseline_tables
+            if found:
+                missing = history.baseline_tables - tables
+                if missing:
+                    raise SchemaNotCurrent(
+                        f"database has {', '.join(sorted(found))} but not {', '.join(sorted(missing))} "
+                        "and no revision: it was not made by this service's create_all; "
+                        "compare it with the baseline revision by hand"
+                    )
+                logger.info(
+                    f"{history.service} database has the tables create_all made before migrations "
+                    f"and no revision: stamped at the baseline {history.baseline}",
+                    extra={"baseline": history.baseline, "tables": sorted(found)},
+                )
+                command.stamp(history.config(connection), history.baseline)
+        # Alembic must find no transaction open, or it treats the run as the caller's and never
+        # commits between revisions (which a revision's autocommit block needs).
+        connection.commit()
+        command.upgrade(history.config(connection), target)
+        connection.commit()
+        return before, _current(connection)
+    finally:
+        _unlock(connection)
+
+
+async def upgrade(engine: AsyncEngine, history: MigrationHistory, target: str = "head") -> set[str]:
+    """Migrate the database to `target` (head by default); returns its revisions after."""
+    async with engine.connect() as conn:
+        before, after = await conn.run_sync(_upgrade, history, target)
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        logger.info(
+            f"{history.service} database already at {', '.join(sorted(after)) or 'no revision'}",
+            extra={"url": url, "revisions": sorted(after)},
+        )
+    else:
+        logger.info(
+            f"{history.service} database migrated from {', '.join(sorted(before)) or 'empty'} "
+            f"to {', '.join(sorted(after))}",
+            extra={"url": url, "from": sorted(before), "to": sorted(after)},
+        )
+    return after
+
+
+def _differences(connection: Connection, history: MigrationHistory) -> list[Any]:
+    from alembic.autogenerate import compare_metadata
+
+    migration_context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
+    )
+    return list(compare_metadata(migration_context, history.metadata))
+
+
+async def check_models(engine: AsyncEngine, history: MigrationHistory) -> list[Any]:
+    """What autogenerate would write to make the database match the models (as `alembic
+    check` does): empty when the head revision and the tables in code agree."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_differences, history)
