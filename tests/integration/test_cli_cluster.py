@@ -1,22 +1,34 @@
 """`lantern` against a Kubernetes API server double: an HTTP server on 127.0.0.1 that serves the
 API's JSON for a Lantern release (Deployments, a StatefulSet, Pods with containerStatuses,
-Services, Secrets, ConfigMaps), checks the bearer token, and refuses the port-forward upgrade,
-reached through a kubeconfig as kubectl would read it. No live cluster is involved."""
+Services, Secrets, ConfigMaps), checks the bearer token, and refuses the port-forward upgrade
+or, for the pods a test names, speaks the WebSocket port-forward protocol to a real port (the
+live RabbitMQ, a trace sink); reached through a kubeconfig as kubectl would read it. No live
+cluster is involved."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import hashlib
 import json
+import socket
+import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+import aio_pika
+import httpx
 import jwt
 import pytest
 
-from devstack.loopback import free_port
+from devstack.loopback import free_port, serving
+from devstack.tracesink import sink_app
 from lantern_cli.__main__ import main as lantern
+from order_flow.topology import ORDER_FLOW
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -216,6 +228,9 @@ class ApiServerDouble(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", free_port()), _Handler)
         self.objects = healthy_release()
         self.upgrades: list[str] = []
+        # Pods whose port-forward this API server accepts, and where their port really is;
+        # any other port-forward upgrade is refused, as RBAC without pods/portforward would.
+        self.forward_to: dict[str, tuple[str, int]] = {}
 
     @property
     def url(self) -> str:
@@ -255,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         namespace, kind, rest = parts[1], parts[2], parts[3:]
         if rest[1:] == ["portforward"]:
             self.server.upgrades.append(f"{kind}/{rest[0]}?{url.query} upgrade={self.headers.get('Upgrade')}")
+            if rest[0] in self.server.forward_to:
+                self._port_forward(int(query["ports"][0]), self.server.forward_to[rest[0]])
+                return
             self._status(
                 403, "Forbidden", f'pods "{rest[0]}" is forbidden: cannot create resource "pods/portforward"'
             )
@@ -280,6 +298,72 @@ class _Handler(BaseHTTPRequestHandler):
                 "items": items,
             },
         )
+
+    def _port_forward(self, port: int, target: tuple[str, int]) -> None:
+        """The WebSocket port-forward protocol (v4.channel.k8s.io) for one port: channel 0 carries
+        data, channel 1 errors, each first announcing the port number; relayed to `target`."""
+        accept = base64.b64encode(
+            # The WebSocket handshake's own digest (RFC 6455), not a security choice.
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WEBSOCKET_GUID).encode()).digest()  # noqa: S324
+        ).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        self.end_headers()
+        upstream = socket.create_connection(target)
+        sending = threading.Lock()
+
+        def send(payload: bytes, opcode: int = 0x2) -> None:
+            size = len(payload)
+            length = (
+                bytes([size])
+                if size < 126
+                else b"\x7e" + struct.pack("!H", size)
+                if size < 65536
+                else b"\x7f" + struct.pack("!Q", size)
+            )
+            with sending:
+                self.wfile.write(bytes([0x80 | opcode]) + length + payload)
+
+        send(b"\x00" + struct.pack("<H", port))
+        send(b"\x01" + struct.pack("<H", port))
+
+        def from_upstream() -> None:
+            # Either side may go first; the other then finds its socket closed.
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    send(b"\x00" + data)
+                send(b"", opcode=0x8)
+
+        threading.Thread(target=from_upstream, daemon=True).start()
+        try:
+            while header := _read_or_nothing(self.rfile, 2):
+                opcode, size = header[0] & 0x0F, header[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack("!H", self.rfile.read(2))[0]
+                elif size == 127:
+                    size = struct.unpack("!Q", self.rfile.read(8))[0]
+                mask = self.rfile.read(4)
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+                if opcode == 0x8:
+                    break
+                if opcode == 0x2 and payload[:1] == b"\x00":
+                    upstream.sendall(payload[1:])
+        finally:
+            upstream.close()
+        self.close_connection = True
+
+
+def _read_or_nothing(stream: Any, size: int) -> bytes:
+    try:
+        return bytes(stream.read(size))
+    except OSError:
+        return b""
+
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @pytest.fixture
@@ -460,3 +544,53 @@ def test_a_broker_outside_the_cluster_is_read_from_the_secret_staging_names_and_
     assert lantern(["dead-letters", "list"]) == 0
     assert capsys.readouterr().out.strip() == "0 dead letter(s)"
     assert api.upgrades == []
+
+
+@pytest.mark.rabbitmq
+def test_through_an_accepted_port_forward_status_reads_the_queues_and_trace_reads_jaeger(
+    api: ApiServerDouble, amqp_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The forward's data path: the real broker behind rabbitmq-0, a trace sink behind jaeger."""
+    vhost_url = urlsplit(amqp_url)
+    api.objects["secrets"]["rabbitmq-credentials"] = secret(
+        "rabbitmq-credentials", url=f"amqp://guest:guest@rabbitmq:5672{vhost_url.path}"
+    )
+    api.forward_to["rabbitmq-0"] = (vhost_url.hostname or "localhost", vhost_url.port or 5672)
+
+    async def declare_topology() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for spec in ORDER_FLOW.queues:
+                for queue in (spec.work_queue(), spec.retry_queue(), spec.dead_queue()):
+                    await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key="orders.payment-results.retry"
+            )
+
+    asyncio.run(declare_topology())
+    with serving(sink_app(tmp_path / "spans.jsonl")) as sink:
+        trace_id = "5c4f5847cd8d1518bf8d79d7ac795202"
+        start = time.time_ns()
+        span = {"traceId": trace_id, "spanId": "a" * 16, "name": "POST /api/orders", "kind": 2}
+        span |= {"startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 5_000_000)}
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "gateway"}}]}
+        export = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+        assert httpx.post(f"{sink}/v1/traces", json=export).status_code == 200
+        api.forward_to["jaeger-7d9f-abcde"] = ("127.0.0.1", int(sink.rsplit(":", 1)[1]))
+
+        assert lantern(["status"]) == 0
+        out = capsys.readouterr().out
+        rows = {
+            line.split()[0]: line.split()[1:]
+            for line in out.splitlines()
+            if line.startswith(("payments.", "orders."))
+        }
+        assert rows == {
+            "payments.order-events": ["0", "0", "0", "ok"],
+            "orders.payment-results": ["0", "1", "0", "ok"],
+        }
+
+        assert lantern(["trace", trace_id]) == 0
+        assert capsys.readouterr().out.startswith(f"trace {trace_id}  1 spans  1 services  5.0 ms")
+    assert "pods/jaeger-7d9f-abcde?ports=16686 upgrade=websocket" in api.upgrades
