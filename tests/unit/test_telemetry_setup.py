@@ -60,6 +60,7 @@ def test_grpc_without_its_exporter_installed_says_what_to_install() -> None:
 
 UNREACHABLE = """
 import logging, time
+import httpx  # as in every service, by its UpstreamClient: the exporter's client, not part of the wait
 began = time.monotonic()
 from lantern_runtime.telemetry import setup_telemetry
 from opentelemetry import trace
@@ -87,3 +88,47 @@ def test_a_collector_that_does_not_answer_blocks_neither_start_up_nor_the_exit()
     # The exporters would retry for OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per batch.
     assert shut_down <= 2.5
     assert time.monotonic() - began < 8
+
+
+GLOBAL = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from lantern_runtime.telemetry import setup_telemetry
+from lantern_runtime.telemetry.tracer import GlobalTracer, LeanTracer
+messaging = GlobalTracer("lantern_runtime.messaging")
+print("before", messaging.get())
+telemetry = setup_telemetry("orders")
+exporter = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+tracer = messaging.get()
+print("lean", isinstance(tracer, LeanTracer), messaging.get() is tracer)
+tracer.start_span("process order.created").end()
+print("exported", [span.name for span in exporter.get_finished_spans()])
+print("instrumentation", telemetry.http_instrumentation)
+"""
+
+
+def test_after_set_up_the_global_tracer_is_resolved_once_to_a_lean_tracer_of_the_global_provider() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GLOBAL],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANTERN_"))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "before None",
+        "lean True True",
+        "exported ['process order.created']",
+        "instrumentation lantern",
+    ]
+
+
+def test_the_http_instrumentation_is_chosen_by_lantern_http_instrumentation() -> None:
+    chosen = run(LANTERN_HTTP_INSTRUMENTATION="OpenTelemetry")
+    assert chosen.returncode == 0, chosen.stderr
+    wrong = run(LANTERN_HTTP_INSTRUMENTATION="otel")
+    assert wrong.returncode != 0
+    assert "LANTERN_HTTP_INSTRUMENTATION='otel' is not one of lantern, opentelemetry" in wrong.stderr

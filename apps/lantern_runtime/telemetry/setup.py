@@ -271,8 +271,9 @@ def _instrument_with_opentelemetry(
         app,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        # The instrumentation matches these against the whole URL, as regular expressions.
-        excluded_urls=None if configured else ",".join(f"{path}$" for path in _EXCLUDED_PATHS),
+        # Regular expressions searched in the whole URL. (Passed, not left to the variable: the
+        # instrumentation reads that when first imported.)
+        excluded_urls=configured or ",".join(f"{path}$" for path in _EXCLUDED_PATHS),
         # One span per ASGI message sent or received would triple the spans of every request
         # and tell the trace nothing it needs.
         exclude_spans=["receive", "send"],
