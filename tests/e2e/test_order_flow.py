@@ -32,15 +32,16 @@ LARGE_ORDER = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+# Every test runs against a platform whose HTTP server spans come from each instrumentation.
+@pytest.fixture(scope="module", params=["lantern", "opentelemetry"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with fresh_vhost() as amqp_url:
         platform = Stack(
             tmp_path_factory.mktemp("platform"),
             ports={service: free_port() for service in DEFAULT_PORTS},
             amqp_url=amqp_url,
             sink_port=free_port(),
-            extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
+            extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100", "LANTERN_HTTP_INSTRUMENTATION": request.param},
         )
         platform.start()
         try:
@@ -99,6 +100,12 @@ def test_an_approved_order_is_confirmed_in_one_connected_trace(stack: Stack, gat
     spans = traces_by_id(stack.spans_file)[trace_id_of(response)]
     [orders_server] = [s for s in spans if s.service == "orders" and s.kind == "server"]
     assert orders_server.attributes.get("enduser.id") == "test-client"
+    # The instrumentation chosen made the server spans, both with the stable HTTP attributes;
+    # only the stock one records the client's port.
+    assert orders_server.attributes.get("http.route") == "/api/orders"
+    assert orders_server.attributes.get("http.response.status_code") == 202
+    stock = stack.extra_env["LANTERN_HTTP_INSTRUMENTATION"] == "opentelemetry"
+    assert ("client.port" in orders_server.attributes) is stock
 
 
 def test_an_order_over_the_bank_limit_is_cancelled_in_one_connected_trace(
