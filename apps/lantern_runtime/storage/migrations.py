@@ -13,6 +13,7 @@ and stamped at the baseline revision, which creates exactly those tables, so its
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import logging
@@ -174,57 +175,68 @@ async def require_head(engine: AsyncEngine, history: MigrationHistory) -> None:
     )
 
 
-def _lock(connection: Connection) -> None:
-    if connection.dialect.name == "postgresql":
+async def _lock(conn: AsyncConnection) -> None:
+    """Take the migration lock, polling: a session blocked in pg_advisory_lock holds a snapshot,
+    which a CREATE INDEX CONCURRENTLY in the holder's migration waits for: a deadlock."""
+    if conn.dialect.name != "postgresql":
+        return
+    waiting = False
+    while True:
         # Session-level, not transaction-level: it outlives the commits of each revision.
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
-        # Committed, so Alembic starts transactions of its own rather than nesting in this one.
-        connection.commit()
+        taken = (await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY})).scalar()
+        # Committed, so no transaction (and no snapshot) stays open while this one waits.
+        await conn.commit()
+        if taken:
+            return
+        if not waiting:
+            logger.info("another migration of this database is running; waiting for it to finish")
+            waiting = True
+        await asyncio.sleep(0.5)
 
 
-def _unlock(connection: Connection) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.rollback()
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
-        connection.commit()
+async def _unlock(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.rollback()
+        await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+        await conn.commit()
 
 
 def _upgrade(connection: Connection, history: MigrationHistory, target: str) -> tuple[set[str], set[str]]:
-    _lock(connection)
-    try:
-        before = _current(connection)
-        connection.commit()
-        if not before:
-            tables = set(_table_names(connection))
-            found = tables & history.baseline_tables
-            if found:
-                missing = history.baseline_tables - tables
-                if missing:
-                    raise SchemaNotCurrent(
-                        f"database has {', '.join(sorted(found))} but not {', '.join(sorted(missing))} "
-                        "and no revision: it was not made by this service's create_all; "
-                        "compare it with the baseline revision by hand"
-                    )
-                logger.info(
-                    f"{history.service} database has the tables create_all made before migrations "
-                    f"and no revision: stamped at the baseline {history.baseline}",
-                    extra={"baseline": history.baseline, "tables": sorted(found)},
+    before = _current(connection)
+    if not before:
+        tables = set(_table_names(connection))
+        found = tables & history.baseline_tables
+        if found:
+            missing = history.baseline_tables - tables
+            if missing:
+                raise SchemaNotCurrent(
+                    f"database has {', '.join(sorted(found))} but not {', '.join(sorted(missing))} "
+                    "and no revision: it was not made by this service's create_all; "
+                    "compare it with the baseline revision by hand"
                 )
-                command.stamp(history.config(connection), history.baseline)
-        # Alembic must find no transaction open, or it treats the run as the caller's and never
-        # commits between revisions (which a revision's autocommit block needs).
-        connection.commit()
-        command.upgrade(history.config(connection), target)
-        connection.commit()
-        return before, _current(connection)
-    finally:
-        _unlock(connection)
+            connection.commit()
+            command.stamp(history.config(connection), history.baseline)
+            logger.info(
+                f"{history.service} database has the tables create_all made before migrations "
+                f"and no revision: stamped at the baseline {history.baseline}",
+                extra={"baseline": history.baseline, "tables": sorted(found)},
+            )
+    # Alembic must find no transaction open, or it treats the run as the caller's and never
+    # commits between revisions (which a revision's autocommit block needs).
+    connection.commit()
+    command.upgrade(history.config(connection), target)
+    connection.commit()
+    return before, _current(connection)
 
 
 async def upgrade(engine: AsyncEngine, history: MigrationHistory, target: str = "head") -> set[str]:
     """Migrate the database to `target` (head by default); returns its revisions after."""
     async with engine.connect() as conn:
-        before, after = await conn.run_sync(_upgrade, history, target)
+        await _lock(conn)
+        try:
+            before, after = await conn.run_sync(_upgrade, history, target)
+        finally:
+            await _unlock(conn)
     url = engine.url.render_as_string(hide_password=True)
     if before == after:
         logger.info(

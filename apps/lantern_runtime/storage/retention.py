@@ -40,6 +40,7 @@ from sqlalchemy import delete, select
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from opentelemetry.metrics import MeterProvider
     from sqlalchemy import Column, Table
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -105,8 +106,8 @@ class RetentionRule:
 
 
 class _Instruments:
-    def __init__(self) -> None:
-        meter = metrics.get_meter("lantern_runtime.storage")
+    def __init__(self, meter_provider: MeterProvider | None) -> None:
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("lantern_runtime.storage")
         self.deleted = meter.create_counter(
             "lantern.retention.deleted", unit="{row}", description="Rows deleted by retention, per table"
         )
@@ -127,12 +128,13 @@ class RetentionWorker:
         policy: RetentionPolicy,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._engine = engine
         self._rules = tuple(rules)
         self._policy = policy
         self._now = now
-        self._instruments = _Instruments()
+        self._instruments = _Instruments(meter_provider)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
