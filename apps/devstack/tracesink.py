@@ -5,7 +5,7 @@ services exporting all three signals see no errors. It also answers the part of 
 query API that `lantern trace`, `lantern smoke` and the helm-test smoke read, in Jaeger's JSON:
 
     GET /api/traces/{id}                                    one trace (404 when unknown)
-    GET /api/traces?service=S[&tags={"k":"v"}][&limit=N][&lookback=1h]
+    GET /api/traces?service=S[&tags={"k":"v"}][&limit=N][&lookback=1h][&start=µs][&end=µs]
                                                             the latest traces with a span of S
                                                             carrying every tag
     GET /api/services                                       the services that sent spans
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import threading
 import time
 from dataclasses import asdict
@@ -28,14 +27,12 @@ from fastapi.responses import JSONResponse
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from lantern_runtime.jaeger_query import lookback_seconds
 from lantern_runtime.trace_contract import INTERNAL, Span
 from lantern_runtime.trace_formats import spans_from_otlp_json, spans_from_otlp_proto
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
-
-_LOOKBACK = re.compile(r"^(\d+)([smhd])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def sink_app(spans_file: Path) -> FastAPI:
@@ -85,19 +82,30 @@ def sink_app(spans_file: Path) -> FastAPI:
 
     @app.get("/api/traces")
     def find(
-        service: str = "", tags: str = "{}", limit: int = 20, lookback: str = "", operation: str = ""
+        service: str = "",
+        tags: str = "{}",
+        limit: int = 20,
+        lookback: str = "",
+        start: int = 0,
+        end: int = 0,
+        operation: str = "",
     ) -> JSONResponse:
         if not service:
             return _answer(None, status=400, error="parameter 'service' is required")
         try:
             wanted = {str(key): str(value) for key, value in json.loads(tags).items()}
-            since = _since(lookback)
+            # start and end are µs since the epoch, as Jaeger's API takes them.
+            since = max(
+                start * 1000, time.time_ns() - lookback_seconds(lookback) * 1_000_000_000 if lookback else 0
+            )
+            until = end * 1000 if end else None
         except (ValueError, AttributeError) as error:
             return _answer(None, status=400, error=f"bad tags or lookback: {error}")
         found = [
             spans
             for spans in stored().values()
-            if min(span.start_ns for span in spans) >= since
+            if since <= min(span.start_ns for span in spans)
+            and (until is None or min(span.start_ns for span in spans) <= until)
             and any(_matches(span, service, operation, wanted) for span in spans)
         ]
         found.sort(key=lambda spans: min(span.start_ns for span in spans), reverse=True)
@@ -113,15 +121,6 @@ def _answer(data: object, *, status: int = 200, error: str | None = None) -> JSO
     return JSONResponse(
         {"data": data, "total": total, "limit": 0, "offset": 0, "errors": errors}, status_code=status
     )
-
-
-def _since(lookback: str) -> int:
-    if not lookback:
-        return 0
-    match = _LOOKBACK.match(lookback)
-    if match is None:
-        raise ValueError(f"lookback {lookback!r} is not like 90s, 15m, 1h or 2d")
-    return time.time_ns() - int(match[1]) * _SECONDS[match[2]] * 1_000_000_000
 
 
 def _matches(span: Span, service: str, operation: str, tags: dict[str, str]) -> bool:

@@ -37,6 +37,8 @@ TRACE_ID = re.compile(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}")
 # No span carries an order id as such; the orders service publishes order.created with the
 # message id `<order id>:order.created` (messaging.message.id), which finds the order's trace.
 ORDER_TAG = "messaging.message.id"
+# How far back an order's trace or the latest traces are looked for.
+ORDER_LOOKBACK, LATEST_LOOKBACK = "7d", "1d"
 
 
 def status(target: Target) -> int:
@@ -102,7 +104,9 @@ def trace(
         elif TRACE_ID.fullmatch(ref):
             documents = [jaeger.trace(ref.lower())]
         else:
-            found = jaeger.find("orders", tags={ORDER_TAG: f"{ref}:order.created"}, limit=1)
+            found = jaeger.find(
+                "orders", tags={ORDER_TAG: f"{ref}:order.created"}, limit=1, lookback=ORDER_LOOKBACK
+            )
             if not found.get("data"):
                 raise Refused(
                     f"{ref!r} is neither a trace id (32 hex digits) nor the id of an order whose trace "
@@ -122,7 +126,7 @@ def _latest(jaeger: JaegerQuery, last: int) -> list[dict[str, Any]]:
     """The `last` newest traces of any service, oldest first, each as its own Jaeger document."""
     traces: dict[str, dict[str, Any]] = {}
     for service in jaeger.services():
-        for found in jaeger.find(service, limit=last).get("data") or []:
+        for found in jaeger.find(service, limit=last, lookback=LATEST_LOOKBACK).get("data") or []:
             traces.setdefault(found["traceID"], found)
 
     def started(found: dict[str, Any]) -> int:

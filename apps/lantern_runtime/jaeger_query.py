@@ -9,6 +9,8 @@ laptop, on kind and in staging.
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx
@@ -17,7 +19,18 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
 
-__all__ = ["JaegerQuery", "QueryUnreachable", "TraceNotFound"]
+__all__ = ["JaegerQuery", "QueryUnreachable", "TraceNotFound", "lookback_seconds"]
+
+_LOOKBACK = re.compile(r"^(\d+)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def lookback_seconds(lookback: str) -> int:
+    """Seconds in a lookback such as 90s, 15m, 1h or 2d (the Jaeger UI's notation)."""
+    match = _LOOKBACK.match(lookback)
+    if match is None:
+        raise ValueError(f"lookback {lookback!r} is not like 90s, 15m, 1h or 2d")
+    return int(match[1]) * _SECONDS[match[2]]
 
 
 class TraceNotFound(LookupError):
@@ -82,12 +95,19 @@ class JaegerQuery:
         limit: int = 20,
         lookback: str | None = None,
     ) -> dict[str, Any]:
-        """Jaeger's document of the latest traces with a span of `service` carrying all `tags`."""
+        """Jaeger's document of the latest traces with a span of `service` carrying all `tags`,
+        started within `lookback` (Jaeger's own default window when None)."""
         params: dict[str, str | int] = {"service": service, "limit": limit}
         if tags:
             params["tags"] = json.dumps(dict(tags))
         if lookback:
-            params["lookback"] = lookback
+            # Jaeger's API reads start and end (µs); lookback is the UI's, kept for readers of logs.
+            end_us = time.time_ns() // 1000
+            params |= {
+                "lookback": lookback,
+                "start": end_us - lookback_seconds(lookback) * 1_000_000,
+                "end": end_us,
+            }
         return self._document(self._get("/api/traces", params), f"a search in {service}")
 
     def services(self) -> list[str]:

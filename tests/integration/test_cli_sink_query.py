@@ -108,6 +108,11 @@ def test_search_by_service_and_tag_finds_the_trace_newest_first(sink: str) -> No
         assert [t["traceID"] for t in newest["data"]] == [OTHER]
         assert query.find("bank")["data"] == []
         assert query.services() == ["gateway", "orders"]
+        # Jaeger's own window: start and end in µs since the epoch.
+        future = {"service": "orders", "start": (time.time_ns() + 3_600_000_000_000) // 1000}
+        assert httpx.get(f"{sink}/api/traces", params=future).json()["data"] == []
+        past = {"service": "orders", "end": (time.time_ns() - 3_600_000_000_000) // 1000}
+        assert httpx.get(f"{sink}/api/traces", params=past).json()["data"] == []
 
 
 def test_search_needs_a_service_and_well_formed_tags(sink: str) -> None:
