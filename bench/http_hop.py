@@ -1,49 +1,106 @@
 """Benchmark 2, the HTTP hop: gateway → orders, `GET /api/orders/{id}` of an existing order, at a
-fixed concurrency, untraced (OTEL_SDK_DISABLED=true) against traced (always-on, OTLP/HTTP)."""
+fixed concurrency: untraced (OTEL_SDK_DISABLED=true), and traced (always-on, OTLP/HTTP) with each
+HTTP server instrumentation (LANTERN_HTTP_INSTRUMENTATION): Lantern's own middleware and
+opentelemetry-instrumentation-fastapi. Requests/s, latency, and CPU per request of the two
+services together."""
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import httpx
+import psutil
 
 from bench.infra import python_env, run_worker, workplace
 from bench.platform import running
 from bench.report import LATENCY_METRICS, Benchmark, Metric, Target, progress
 
-VARIANTS = ("untraced", "traced")
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from devstack.stack import Stack
+
+# Variant: (traced, the services' LANTERN_HTTP_INSTRUMENTATION).
+VARIANTS = {
+    "untraced": (False, "lantern"),
+    "traced-lantern": (True, "lantern"),
+    "traced-opentelemetry": (True, "opentelemetry"),
+}
+SERVICES = ("orders", "gateway")
 ORDER = {"customer_id": "c-bench", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
+# After the load: time for the last batch of spans to be exported, whose CPU counts too.
+SETTLE_SECONDS = 1.0
+
+
+@contextmanager
+def _instrumentation(name: str) -> Iterator[None]:
+    """The services inherit this process's environment (devstack's Stack passes it on)."""
+    before = os.environ.get("LANTERN_HTTP_INSTRUMENTATION")
+    os.environ["LANTERN_HTTP_INSTRUMENTATION"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["LANTERN_HTTP_INSTRUMENTATION"]
+        else:
+            os.environ["LANTERN_HTTP_INSTRUMENTATION"] = before
+
+
+def _cpu_seconds(stack: Stack) -> float:
+    """User and system CPU time so far of the services under test, all threads."""
+    total = 0.0
+    for service in SERVICES:
+        times = psutil.Process(stack.processes[service].pid).cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
     result = Benchmark(
         name="http",
         title=f"HTTP hop, gateway -> orders GET /api/orders/{{id}}, {concurrency} conns, {seconds:.0f}s",
-        metrics=[Metric("requests_per_s", "throughput", "req/s", True), *LATENCY_METRICS],
+        metrics=[
+            Metric("requests_per_s", "throughput", "req/s", True),
+            *LATENCY_METRICS,
+            Metric("cpu_us_per_request", "CPU", "us/req", False),
+        ],
         baseline="untraced",
         variants=list(VARIANTS),
         notes=[
             "gateway and orders (as `make run` starts them, SQLite) start afresh for every sample; the "
             "load generator is a process of its own, over keep-alive connections",
             "traced = always-on sampling; gateway and orders each export their server and client spans "
-            "over OTLP/HTTP to a trace sink process",
+            "over OTLP/HTTP to a trace sink process; the server spans come from Lantern's middleware "
+            "(traced-lantern) or opentelemetry-instrumentation-fastapi (traced-opentelemetry)",
+            "CPU = user+system time of gateway and orders (all threads, span export included) from the "
+            f"first request to {SETTLE_SECONDS:.0f} s after the last, / every request answered",
         ],
         targets=[
-            Target("traced gateway hop throughput vs untraced", "requests_per_s", "traced", "untraced", 0.75)
+            Target(
+                "traced gateway hop throughput (Lantern's spans) vs untraced",
+                "requests_per_s",
+                "traced-lantern",
+                "untraced",
+                0.75,
+            )
         ],
     )
     with workplace() as (amqp_url, tmp, endpoint):
         for round_number in range(rounds):
-            order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
+            order = list(VARIANTS) if round_number % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
+                traced, instrumentation = VARIANTS[variant]
                 workdir = tmp / f"http-{round_number}-{variant}"
-                with running(
-                    workdir,
-                    amqp_url,
-                    traced=variant == "traced",
-                    otlp_endpoint=endpoint,
-                    services=("orders", "gateway"),
-                ) as stack:
+                with (
+                    _instrumentation(instrumentation),
+                    running(
+                        workdir, amqp_url, traced=traced, otlp_endpoint=endpoint, services=SERVICES
+                    ) as stack,
+                ):
                     auth = stack.auth_headers()
                     placed = httpx.post(
                         stack.url("gateway") + "/api/orders",
@@ -56,15 +113,25 @@ def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
                     args = ["--url", url, "--concurrency", str(concurrency), "--seconds", str(seconds)]
                     for name, value in auth.items():
                         args += ["--header", f"{name}: {value}"]
+                    cpu_before = _cpu_seconds(stack)
                     sample = run_worker("bench.http_load", args, python_env())
+                    time.sleep(SETTLE_SECONDS)
+                    cpu = _cpu_seconds(stack) - cpu_before
+                sample["cpu_us_per_request"] = cpu / max(sample["sent"], 1) * 1e6
                 if sample["errors"]:
                     result.notes.append(
                         f"{variant} round {round_number + 1}: {sample['errors']} non-200 answers"
                     )
                 result.add(variant, sample)
                 print(
-                    f"  http round {round_number + 1}/{rounds} {variant:9s} "
-                    + progress(sample, requests_per_s="req/s", p50_ms="ms p50", p99_ms="ms p99"),
+                    f"  http round {round_number + 1}/{rounds} {variant:20s} "
+                    + progress(
+                        sample,
+                        requests_per_s="req/s",
+                        p50_ms="ms p50",
+                        p99_ms="ms p99",
+                        cpu_us_per_request="us/req",
+                    ),
                     flush=True,
                 )
     return result
