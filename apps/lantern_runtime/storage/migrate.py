@@ -52,7 +52,7 @@ logger = logging.getLogger("lantern_runtime.storage.migrate")
 DATABASE_UNREACHABLE = 3
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lantern_runtime.storage.migrate", description=__doc__.split("\n\n")[0]
     )
@@ -61,7 +61,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "action", nargs="?", default="upgrade", choices=["upgrade", "current", "check", "revision"]
     )
     parser.add_argument("--to", default="head", help="upgrade: the target revision (default head)")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--database-url", help="default: DATABASE_URL")
     parser.add_argument(
         "--wait",
         type=float,
@@ -70,7 +70,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-m", "--message", help="revision: what it changes")
     parser.add_argument("--autogenerate", action="store_true", help="revision: from the models' diff")
+    return parser
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     arguments = parser.parse_args(argv)
+    arguments.database_url = arguments.database_url or os.environ.get("DATABASE_URL")
     if not arguments.database_url:
         parser.error("no database: set DATABASE_URL or pass --database-url")
     if arguments.action == "revision" and not arguments.message:
