@@ -77,7 +77,13 @@ def choose_target(args: argparse.Namespace) -> Target:
         from lantern_cli.local import LocalStack
 
         return LocalStack()
-    from lantern_cli.cluster import Cluster, connect
+    try:
+        from lantern_cli.cluster import Cluster, connect
+    except ImportError as error:
+        raise Refused(
+            f"the cluster commands need the kubernetes client ({error.name} is missing): "
+            "pip install 'lantern[cli]', or use --local"
+        ) from error
 
     configuration, context_namespace = connect(args.context)
     return Cluster(configuration, args.namespace or context_namespace or "lantern", args.release)
