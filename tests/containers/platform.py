@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import httpx
 
 from lantern_runtime.trace_contract import Span
 from tests.containers.images import docker
-from tests.containers.pods import PodRun, Render, pod_run
+from tests.containers.pods import PodRun, Render, init_runs, pod_run
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,14 +35,36 @@ class Platform:
     infra_image: str
     services: list[str]
     runs: dict[str, PodRun] = field(default_factory=dict)
+    # Each pod's init containers by workload, and why a pod's init containers failed.
+    inits: dict[str, list[str]] = field(default_factory=dict)
+    init_failures: dict[str, str] = field(default_factory=dict)
 
     def container(self, name: str) -> str:
         return f"{self.network}-{name}"
 
     def start_service(self, name: str) -> None:
-        run = pod_run(self.render, self.render.get("Deployment", name), self.files_dir)
+        """Starts the pod as the kubelet does: its init containers one after the other, each to
+        completion, then the service's container. Returns at once; the pod starts in a thread."""
+        workload = self.render.get("Deployment", name)
+        run = pod_run(self.render, workload, self.files_dir)
         self.runs[name] = run
+        inits = init_runs(self.render, workload, self.files_dir)
+        self.inits[name] = [self.container(f"{name}-init-{i}") for i in range(len(inits))]
+        threading.Thread(target=self._start_pod, args=(name, inits, run), daemon=True).start()
+
+    def _start_pod(self, name: str, inits: list[PodRun], run: PodRun) -> None:
+        for container, init in zip(self.inits[name], inits, strict=True):
+            argv = [arg for arg in init.docker_run(container, self.network)[1:] if arg != "--detach"]
+            finished = docker(*argv, timeout=900, check=False)
+            if finished.returncode != 0:
+                self.init_failures[name] = (
+                    f"{container} exited {finished.returncode}: {finished.stderr[-1500:]}"
+                )
+                return
         docker(*run.docker_run(self.container(name), self.network)[1:])
+
+    def exists(self, name: str) -> bool:
+        return docker("inspect", self.container(name), check=False).returncode == 0
 
     def start_stand_in(self, name: str) -> None:
         run = pod_run(self.render, self.render.get("StatefulSet", name), self.files_dir, stand_in=True)
@@ -71,6 +94,8 @@ class Platform:
         return f"http://{self.ip(name)}:{self.runs[name].ports['http']}"
 
     def probe(self, name: str, probe: str) -> int:
+        if not self.exists(name):
+            return 0
         path, port = self.runs[name].probe_port(probe)
         try:
             return httpx.get(f"http://{self.ip(name)}:{port}{path}", timeout=2).status_code
@@ -78,7 +103,10 @@ class Platform:
             return 0
 
     def state(self, name: str) -> dict[str, object]:
-        return dict(json.loads(docker("inspect", "--format", "{{json .State}}", self.container(name)).stdout))
+        return self.container_state(self.container(name))
+
+    def container_state(self, container: str) -> dict[str, object]:
+        return dict(json.loads(docker("inspect", "--format", "{{json .State}}", container).stdout))
 
     def restarts(self, name: str) -> int:
         return int(docker("inspect", "--format", "{{.RestartCount}}", self.container(name)).stdout)
@@ -86,15 +114,19 @@ class Platform:
     def wait_ready(self, names: list[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         waiting = list(names)
-        while waiting and time.monotonic() < deadline:
+        while waiting and time.monotonic() < deadline and not self.init_failures:
             waiting = [n for n in waiting if self.probe(n, "readinessProbe") != 200]
             time.sleep(0.5)
+        assert not self.init_failures, self.init_failures
         if waiting:
             logs = {n: self.logs(n)[-1500:] for n in waiting}
             raise AssertionError(f"not ready after {timeout} s: {waiting}\n{logs}")
 
     def logs(self, name: str) -> str:
-        out = docker("logs", self.container(name), check=False)
+        return self.container_logs(self.container(name))
+
+    def container_logs(self, container: str) -> str:
+        out = docker("logs", container, check=False)
         return out.stdout + out.stderr
 
     def spans(self) -> list[Span]:
@@ -103,5 +135,6 @@ class Platform:
 
     def remove(self) -> None:
         names = [self.container(n) for n in [*self.runs, SINK]]
+        names += [init for inits in self.inits.values() for init in inits]
         docker("rm", "--force", "--volumes", *names, check=False, timeout=120)
         docker("network", "rm", self.network, check=False)

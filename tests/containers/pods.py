@@ -87,17 +87,37 @@ class PodRun:
 
 
 def pod_run(render: Render, workload: dict[str, Any], files_dir: Path, *, stand_in: bool = False) -> PodRun:
-    """The first container of a Deployment's or StatefulSet's pod template.
+    """The (one) container of a Deployment's or StatefulSet's pod template.
 
     A stand-in (RabbitMQ or PostgreSQL from Debian's packages instead of the official image)
     keeps the env, DNS names and configuration files, and runs as its package's own user with
     its data in the container, since its users and paths differ from the official image's.
     """
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return container_run(render, workload, container, files_dir, stand_in=stand_in)
+
+
+def init_runs(render: Render, workload: dict[str, Any], files_dir: Path) -> list[PodRun]:
+    """The pod's init containers, in the order the kubelet runs them (each to completion)."""
+    return [
+        container_run(render, workload, container, files_dir, serving=False)
+        for container in workload["spec"]["template"]["spec"].get("initContainers", [])
+    ]
+
+
+def container_run(
+    render: Render,
+    workload: dict[str, Any],
+    container: dict[str, Any],
+    files_dir: Path,
+    *,
+    stand_in: bool = False,
+    serving: bool = True,
+) -> PodRun:
     template = workload["spec"]["template"]
     spec = template["spec"]
     labels = template["metadata"].get("labels", {})
     pod_name = f"{workload['metadata']['name']}-0"
-    (container,) = spec["containers"]
     run = PodRun(
         name=workload["metadata"]["name"],
         image=container["image"],
@@ -112,7 +132,8 @@ def pod_run(render: Render, workload: dict[str, Any], files_dir: Path, *, stand_
         pre_stop_sleep=container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0),
     )
     run.args += ["--hostname", pod_name]
-    for alias in render.aliases(labels):
+    # A Service sends traffic only to pods that are ready, never to an init container.
+    for alias in render.aliases(labels) if serving else ():
         run.args += ["--network-alias", alias]
     if not stand_in:
         run.args += security_args(spec.get("securityContext", {}), container.get("securityContext", {}))
