@@ -1,4 +1,5 @@
-"""3. RabbitMQ restarted during a burst: every accepted order reaches a final state.
+"""3. RabbitMQ restarted during a burst: every accepted order reaches a final state, and nothing
+   is lost on its way from a delay queue back to its work queue.
 4. A poison message lands in the dead-letter queue with its trace while others keep flowing."""
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import aio_pika
 import httpx
 import pytest
 
+from lantern_runtime.messaging import QueueSpec, Topology, build_broker, connect_broker
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, REASON_HEADER
+from lantern_runtime.settings import BrokerSettings
 from order_flow.topology import PAYMENTS_QUEUE
 from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
 from tests.integration.conftest import drain
@@ -69,6 +72,114 @@ def test_a_broker_restart_mid_burst_loses_no_accepted_order(
     assert set(statuses.values()) == {"confirmed"}
     assert_settled_once(stack, statuses)
     assert ready(stack.url("orders")) == 200
+
+
+# Messages waiting in a delay queue across the restart, their delays spread from 0 to 6 s: some
+# are back on the work queue before the stop, some expire while RabbitMQ stops or starts, the
+# rest after.
+DELAYED = QueueSpec("faults.delayed", ("faults.delayed",))
+DELAYED_COUNT = 200
+# A work queue that is full when its delayed messages come due (its delay queue has the same
+# limit, and keeps the held ones within it).
+FULL = QueueSpec("faults.full", ("faults.full",), max_length=3)
+HELD_COUNT = 2
+
+
+async def declare(amqp_url: str, *specs: QueueSpec) -> None:
+    broker = build_broker(BrokerSettings(amqp_url=amqp_url), "faults")
+    try:
+        await connect_broker(broker, Topology(specs))
+    finally:
+        await broker.stop()
+
+
+async def publish_to(
+    channel: aio_pika.abc.AbstractChannel, queue: str, message_id: str, *, delay_ms: int | None = None
+) -> None:
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            message_id.encode(),
+            message_id=message_id,
+            expiration=None if delay_ms is None else delay_ms / 1000,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key=queue,
+    )
+
+
+async def put_in_delay_queues(amqp_url: str) -> tuple[list[str], list[str]]:
+    """Fill the delay queue of DELAYED, and let HELD_COUNT delayed messages come due while FULL's
+    work queue is full, then empty it. Returns the ids of each."""
+    delayed = [f"delayed-{n}" for n in range(DELAYED_COUNT)]
+    held = [f"held-{n}" for n in range(HELD_COUNT)]
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for n, message_id in enumerate(delayed):
+            await publish_to(channel, DELAYED.retry_name, message_id, delay_ms=n * 6000 // DELAYED_COUNT)
+        # Until RabbitMQ refuses one (reject-publish may take a message or two past the limit).
+        accepted = 0
+        for n in range(FULL.max_length + 10):
+            try:
+                await publish_to(channel, FULL.name, f"filler-{n}")
+            except aio_pika.exceptions.DeliveryError:
+                break
+            accepted += 1
+        for message_id in held:
+            await publish_to(channel, FULL.retry_name, message_id, delay_ms=50)
+        await asyncio.sleep(1.0)
+        queue = await channel.declare_queue(FULL.name, passive=True)
+        # Due, refused by the full work queue, and kept by the delay queue rather than dropped.
+        assert queue.declaration_result.message_count == accepted, (
+            f"{FULL.name} holds {queue.declaration_result.message_count} messages, "
+            f"{accepted} accepted before it refused: the delayed ones went past its limit"
+        )
+        while (message := await queue.get(fail=False)) is not None:
+            await message.ack()
+    return delayed, held
+
+
+async def collect(amqp_url: str, queue: str, wanted: set[str], timeout: float) -> set[str]:
+    """Ids taken (and acked) off `queue` until all of `wanted` are seen or `timeout` passes."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while not wanted <= seen and time.monotonic() < deadline:
+        try:
+            connection = await aio_pika.connect(amqp_url)
+            async with connection:
+                channel = await connection.channel()
+                declared = await channel.get_queue(queue, ensure=False)
+                while not wanted <= seen and time.monotonic() < deadline:
+                    message = await declared.get(fail=False)
+                    if message is None:
+                        await asyncio.sleep(0.1)
+                        continue
+                    await message.ack()
+                    seen.add(message.message_id or "")
+        except (aio_pika.exceptions.AMQPError, OSError):
+            # The queue's leader may still be starting.
+            await asyncio.sleep(0.5)
+    return seen
+
+
+def test_a_broker_restart_loses_nothing_between_delay_queue_and_work_queue(
+    amqp_url: str, broker_restarts: None
+) -> None:
+    """At-least-once dead-lettering: a delay queue keeps each message until its work queue has
+    confirmed it, across a restart and while the work queue is full; the transfer may repeat, so
+    duplicates are allowed (the consumers' inboxes drop them), losses are not."""
+    asyncio.run(declare(amqp_url, DELAYED, FULL))
+    delayed, held = asyncio.run(put_in_delay_queues(amqp_url))
+    rabbitmqctl("stop_app")
+    time.sleep(2)
+    rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
+    arrived = asyncio.run(collect(amqp_url, DELAYED.name, set(delayed), timeout=60))
+    missing = sorted(set(delayed) - arrived, key=lambda i: int(i.split("-")[1]))
+    assert not missing, f"{len(missing)} of {DELAYED_COUNT} delayed messages lost: {missing[:20]}"
+    # Refused while the work queue was full; RabbitMQ retries the transfer when the delay queue
+    # restarts (or after dead_letter_worker_publisher_confirm_timeout, 180 s by default).
+    assert asyncio.run(collect(amqp_url, FULL.name, set(held), timeout=60)) >= set(held)
 
 
 async def publish_poison(amqp_url: str, body: bytes) -> None:

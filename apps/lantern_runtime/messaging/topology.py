@@ -5,18 +5,40 @@ Each work queue is a durable quorum queue with a delivery limit. Beside it:
   TTL, then RabbitMQ dead-letters it back onto the work queue;
 - `<queue>.dead`, where a message ends after its last attempt, or straight away if it is poison:
   a durable classic queue, which has no delivery limit (see `dead_queue`).
+
+Work and delay queues dead-letter **at least once** (RabbitMQ 3.10+, quorum queues only;
+https://www.rabbitmq.com/docs/quorum-queues#dead-lettering): the source queue keeps a
+dead-lettered message until the queue it goes to has confirmed it, instead of sending it once
+without confirms and forgetting it. RabbitMQ applies that strategy only with `x-overflow:
+reject-publish`, so a full queue refuses a publish (the publisher gets a nack) rather than dropping
+its oldest message. What a refused transfer costs: RabbitMQ retries it after
+`dead_letter_worker_publisher_confirm_timeout` (180 s by default) or when the queue restarts, and a
+retried transfer may arrive twice, which the consumers' inboxes absorb.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import QuorumQueueArgs
 
 # Redeliveries (a consumer crashing mid-message) before RabbitMQ dead-letters a message itself.
 # A property of the queue, the same for every service that declares it: retries of a failing
 # handler are counted separately, per service, in the x-lantern-attempt header.
 DELIVERY_LIMIT = 20
+
+# Messages a work or delay queue holds before RabbitMQ refuses publishes to it (it may overshoot
+# by the few already in flight). Room for about an hour of backlog at the benchmark's 25 orders/s
+# behind a consumer that is down; past that, one queue's publishers are refused at the queue
+# (orders' outbox keeps its rows, a consumer's publish fails its handler, which is retried or
+# dead-lettered with the reason) instead of the backlog filling the broker's disk, whose alarm
+# would block every publisher of every queue. About 100 MB of small events a queue, six queues
+# within the chart's 2 GiB volume. Dead-lettered messages not yet confirmed count toward it.
+MAX_QUEUE_LENGTH = 100_000
 
 EVENTS_EXCHANGE = RabbitExchange("lantern.events", type=ExchangeType.TOPIC, durable=True)
 DEAD_LETTER_EXCHANGE = RabbitExchange("lantern.dead-letters", type=ExchangeType.DIRECT, durable=True)
@@ -28,6 +50,8 @@ class QueueSpec:
 
     name: str
     routing_keys: tuple[str, ...]
+    # Of the work queue and of its delay queue, each (see MAX_QUEUE_LENGTH).
+    max_length: int = MAX_QUEUE_LENGTH
 
     @property
     def retry_name(self) -> str:
@@ -47,6 +71,7 @@ class QueueSpec:
                 "x-delivery-limit": delivery_limit,
                 "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
                 "x-dead-letter-routing-key": self.name,
+                **self._at_least_once(),
             },
         )
 
@@ -58,8 +83,18 @@ class QueueSpec:
             arguments={
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": self.name,
+                **self._at_least_once(),
             },
         )
+
+    def _at_least_once(self) -> QuorumQueueArgs:
+        # Under the default overflow (drop-head) RabbitMQ falls back to at-most-once with only a
+        # log line. The length limit is what makes reject-publish ever refuse (MAX_QUEUE_LENGTH).
+        return {
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-max-length": self.max_length,
+        }
 
     def dead_queue(self) -> RabbitQueue:
         # A durable *classic* queue, so that looking at dead letters changes nothing and nothing
