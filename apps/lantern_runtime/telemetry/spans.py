@@ -58,10 +58,10 @@ def _make_room(entries: list[Any], limit: int | None) -> int:
 
 
 def _bounded(entries: list[Any], limit: int | None, dropped: int) -> Sequence[Any]:
-    """The entries as ReadableSpan reads them: a BoundedList when some were dropped (that is how
-    it counts them), a tuple otherwise."""
+    """The entries of an ended span as ReadableSpan reads them: a BoundedList when some were
+    dropped (that is how it counts them), the list itself otherwise (nothing changes it now)."""
     if not dropped:
-        return tuple(entries)
+        return entries
     bounded = BoundedList.from_seq(limit, entries)
     bounded.dropped = dropped
     return bounded
