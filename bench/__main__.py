@@ -1,4 +1,4 @@
-"""`python -m bench [consumer|http|e2e|memory|all] [--rounds N] [--quick]`
+"""`python -m bench [consumer|http|e2e|memory|soak|all] [--rounds N] [--quick]`
 
 Each variant runs in a process of its own; variants alternate within every round (A B C, then
 C B A), and the tables show medians over the rounds and ratios against a baseline measured in
@@ -14,10 +14,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench import drain, http_hop, memory, saga
+from bench import drain, http_hop, memory, saga, soak
 from bench.report import Benchmark, write_results
 
-SUITES = ("consumer", "http", "e2e", "memory")
+SUITES = ("consumer", "http", "e2e", "memory", "soak")
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,16 @@ class Sizes:
     e2e_rate: float
     e2e_seconds: float
     memory_checkpoints: tuple[int, ...]
+    # Seconds of steady load, and of it the first ones left out of the fits.
+    soak_seconds: float
+    soak_warmup: float
 
 
 # 25 orders/s: below what the five services complete on two cores (about 30-45/s), so the
 # latencies are the flow's own, not a queue's.
-FULL = Sizes(20_000, 10.0, 25.0, 20.0, (2_000, 5_000, 10_000))
-QUICK = Sizes(3_000, 4.0, 20.0, 5.0, (200, 500, 1_000))
+# The soak: five minutes, 30 retry-budget windows, at soak.RATE.
+FULL = Sizes(20_000, 10.0, 25.0, 20.0, (2_000, 5_000, 10_000), 300.0, 60.0)
+QUICK = Sizes(3_000, 4.0, 20.0, 5.0, (200, 500, 1_000), 40.0, 10.0)
 
 
 # Rounds of a full run. The consumer's are the shortest and its CPU target the closest call, so
@@ -48,6 +52,8 @@ def run(suite: str, rounds: int, sizes: Sizes) -> Benchmark:
         return http_hop.benchmark(rounds, sizes.http_seconds)
     if suite == "e2e":
         return saga.benchmark(rounds, sizes.e2e_rate, sizes.e2e_seconds)
+    if suite == "soak":
+        return soak.benchmark(soak.RATE, sizes.soak_seconds, sizes.soak_warmup)
     return memory.benchmark(sizes.memory_checkpoints)
 
 
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=None,
-        help="rounds per benchmark (default: consumer 5, http 3, e2e 2; --quick 2); memory runs once",
+        help="rounds per benchmark (default: consumer 5, http 3, e2e 2; --quick 2); memory and soak run once",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the suite")
     args = parser.parse_args(argv)

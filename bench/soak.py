@@ -1,0 +1,259 @@
+"""Benchmark 5, soak: the platform under a steady load through the gateway for minutes, many
+retry-budget windows (10 s) long, sampling every service's resident set as it goes, to show
+whether memory levels off or keeps climbing with the work done.
+
+Work is counted as it happens, from a queue of the bench's own bound to every event on
+`lantern.events`: each order is one POST through the gateway (and one HTTP request each at
+orders and bank) and three events (order.created, payment.authorized, order.confirmed). RSS is
+fitted against both counts after a warm-up. At a steady load the two grow together, so a slope
+per 10k requests and one per 10k messages are the same growth in two units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import psutil
+
+from bench.infra import python_env, workplace
+from bench.platform import running
+from bench.report import RESULTS_DIR, Benchmark, Metric
+from bench.saga import load_args
+from devstack.stack import SERVICES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SAMPLE_SECONDS = 2.0
+# Below what the five services complete on two cores (about 25/s), so no backlog builds up: a
+# backlog held in memory would look like growth.
+RATE = 20.0
+# A service still growing by more than this over the second half of the run, per 10k requests,
+# and not at under half its first half's pace, is called out as not levelling off. RSS of an
+# idle CPython service moves by a megabyte or so between samples; over the second half of a
+# full run (about 2,400 requests) that noise alone is a fraction of it.
+CLIMBING_MB_PER_10K = 1.0
+# bank keeps every authorization it granted in memory (a simulator; README, Known limits), so
+# its RSS grows with the orders by design.
+GROWS_BY_DESIGN = {"bank": "keeps every authorization in memory, as a simulator does"}
+OUTCOMES = ("order.confirmed", "order.cancelled")
+
+
+@dataclass
+class Series:
+    """What the soak saw every SAMPLE_SECONDS: elapsed seconds, work done so far, RSS per service."""
+
+    seconds: list[float] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    messages: list[int] = field(default_factory=list)
+    rss_mb: dict[str, list[float]] = field(default_factory=dict)
+
+
+class EventCounter:
+    """Counts every event on lantern.events, by type, from a thread of its own."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self._amqp_url = amqp_url
+        self.by_type: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> EventCounter:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the soak's event counter did not connect to RabbitMQ in 30 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def requests(self) -> int:
+        # One order.created per POST the gateway accepted.
+        return self.by_type.get("order.created", 0)
+
+    @property
+    def messages(self) -> int:
+        return sum(self.by_type.values())
+
+    async def _run(self) -> None:
+        connection = await aio_pika.connect(self._amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            events = await channel.get_exchange("lantern.events", ensure=True)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(events, routing_key="#")
+
+            async def count(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                key = message.routing_key or ""
+                self.by_type[key] = self.by_type.get(key, 0) + 1
+
+            await queue.consume(count, no_ack=True)
+            self._ready.set()
+            while not self._stop.is_set():  # noqa: ASYNC110 - a thread's stop flag, not an asyncio one
+                await asyncio.sleep(0.2)
+
+
+def slope(xs: list[int], ys: list[float]) -> float:
+    """Least-squares MB per unit of x; 0 where x did not move."""
+    if len(xs) < 3 or len(set(xs)) < 2:
+        return 0.0
+    return statistics.linear_regression(xs, ys).slope
+
+
+def analyse(series: Series, warmup: float) -> dict[str, dict[str, float]]:
+    """Per service: RSS after warm-up and at the end, growth per 10k requests and messages fitted
+    after warm-up, and the same per 10k requests over each half of that stretch."""
+    after = [i for i, t in enumerate(series.seconds) if t >= warmup]
+    half = after[: len(after) // 2 + 1], after[len(after) // 2 :]
+    requests = [series.requests[i] for i in after]
+    messages = [series.messages[i] for i in after]
+    found = {}
+    for service, rss in series.rss_mb.items():
+        ys = [rss[i] for i in after]
+        first = slope([series.requests[i] for i in half[0]], [rss[i] for i in half[0]])
+        second = slope([series.requests[i] for i in half[1]], [rss[i] for i in half[1]])
+        found[service] = {
+            "idle_mb": rss[0],
+            "warm_mb": ys[0],
+            "end_mb": ys[-1],
+            "max_mb": max(rss),
+            "per_10k_requests": slope(requests, ys) * 10_000,
+            "per_10k_messages": slope(messages, ys) * 10_000,
+            "first_half_per_10k_requests": first * 10_000,
+            "second_half_per_10k_requests": second * 10_000,
+        }
+    return found
+
+
+def levels_off(figures: dict[str, float]) -> bool:
+    late = figures["second_half_per_10k_requests"]
+    return late <= CLIMBING_MB_PER_10K or late <= figures["first_half_per_10k_requests"] / 2
+
+
+def _rss_mb(process: psutil.Process) -> float:
+    return float(process.memory_info().rss) / 2**20
+
+
+def soak(stack: Any, amqp_url: str, rate: float, seconds: float) -> tuple[Series, dict[str, Any]]:
+    """Drive `rate` orders/s for `seconds` through the gateway, sampling as it runs; returns the
+    series and the load generator's own summary."""
+    processes = {service: psutil.Process(stack.processes[service].pid) for service in SERVICES}
+    series = Series(rss_mb={service: [] for service in SERVICES})
+    orders = round(rate * seconds)
+    with EventCounter(amqp_url) as counter:
+
+        def sample(started: float) -> None:
+            series.seconds.append(time.monotonic() - started)
+            series.requests.append(counter.requests)
+            series.messages.append(counter.messages)
+            for service, process in processes.items():
+                series.rss_mb[service].append(_rss_mb(process))
+
+        started = time.monotonic()
+        sample(started)
+        load = subprocess.Popen(  # noqa: S603 - the suite's own load generator
+            [sys.executable, "-m", "bench.order_load", *load_args(stack, amqp_url, rate, orders)],
+            env=python_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Bounded: the load's own length plus its wait for the last outcomes, and a margin.
+        deadline = started + seconds + 120
+        next_sample = started + SAMPLE_SECONDS
+        while load.poll() is None:
+            if time.monotonic() > deadline:
+                load.kill()
+                raise RuntimeError(f"the soak's load ran past {seconds + 120:.0f} s")
+            time.sleep(max(0.0, next_sample - time.monotonic()))
+            next_sample += SAMPLE_SECONDS
+            sample(started)
+            done = len(series.seconds)
+            if done % 30 == 0:
+                print(
+                    f"  soak {series.seconds[-1]:5.0f} s  {counter.requests:6d} orders  "
+                    + ", ".join(f"{s} {series.rss_mb[s][-1]:.0f} MB" for s in SERVICES),
+                    flush=True,
+                )
+        stdout, stderr = load.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        if load.returncode != 0 or not lines:
+            raise RuntimeError(f"bench.order_load failed with exit code {load.returncode}:\n{stderr[-3000:]}")
+        # Idle again: what the services keep once the work has stopped.
+        time.sleep(5)
+        sample(started)
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return series, summary
+
+
+def benchmark(rate: float, seconds: float, warmup: float) -> Benchmark:
+    orders = round(rate * seconds)
+    result = Benchmark(
+        name="soak",
+        title=(
+            f"Soak: RSS of each service under {rate:.0f} orders/s through the gateway for "
+            f"{seconds:.0f} s ({seconds / 10:.0f} retry-budget windows), fitted after {warmup:.0f} s"
+        ),
+        metrics=[
+            Metric("warm_mb", "after warm-up", "MB", False),
+            Metric("end_mb", "end", "MB", False),
+            Metric("per_10k_requests", "slope", "MB/10k req", False),
+            Metric("per_10k_messages", "slope", "MB/10k msg", False),
+            Metric("first_half_per_10k_requests", "1st half", "MB/10k req", False),
+            Metric("second_half_per_10k_requests", "2nd half", "MB/10k req", False),
+        ],
+        baseline="",
+        variants=list(SERVICES),
+        notes=[
+            "traced (always-on, OTLP/HTTP to a trace sink), SQLite, as `make run`; open-loop POSTs "
+            f"through the gateway, RSS (psutil) every {SAMPLE_SECONDS:.0f} s",
+            "requests = POSTs the gateway accepted (each is also one request at orders and one at bank); "
+            "messages = events on lantern.events (3 an order); slopes are least-squares fits of RSS "
+            "against each, after the warm-up; the halves split that stretch in two",
+            f"a service levels off when its 2nd-half slope is at most {CLIMBING_MB_PER_10K} MB per 10k "
+            "requests, or under half its 1st-half slope",
+        ],
+    )
+    with (
+        workplace() as (amqp_url, tmp, endpoint),
+        running(tmp / "soak", amqp_url, traced=True, otlp_endpoint=endpoint) as stack,
+    ):
+        time.sleep(5)
+        series, summary = soak(stack, amqp_url, rate, seconds)
+    figures = analyse(series, warmup)
+    for service, found in figures.items():
+        result.add(service, found)
+        if not levels_off(found):
+            why = GROWS_BY_DESIGN.get(service)
+            result.notes.append(
+                f"{service} has not levelled off: {found['second_half_per_10k_requests']:+.2f} MB per 10k "
+                f"requests over the 2nd half ({found['first_half_per_10k_requests']:+.2f} over the 1st)"
+                + (f"; expected: it {why}" if why else "")
+            )
+    result.notes.append(
+        f"load: {summary['placed']} of {orders} orders accepted, {summary['completed']} completed, "
+        f"{summary['errors']} failed, {summary['orders_per_s']:.1f}/s; {series.requests[-1]} requests and "
+        f"{series.messages[-1]} messages counted; series in {_write_series(series)}"
+    )
+    return result
+
+
+def _write_series(series: Series) -> Path:
+    """The samples themselves, beside the suite's results, for plotting or a fit of one's own."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"soak-series-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(vars(series)))
+    return path
