@@ -72,7 +72,7 @@ def run() -> int:
     elif stack.otlp_endpoint:
         print(f"Spans go to {stack.otlp_endpoint}")
     else:
-        print("Traces: `make traces` prints the latest ones as trees")
+        print("Traces: `make traces` draws the latest ones as waterfalls")
     token = stack.auth_headers(subject="developer", ttl=TOKEN_TTL)["Authorization"].removeprefix("Bearer ")
     print(f"\nA token with scopes orders:write and orders:read, valid for 24 h:\n{token}")
     print(f"\nTry:\n{EXAMPLE.format(gateway=gateway, token=token)}\n\nCtrl-C stops everything.", flush=True)
