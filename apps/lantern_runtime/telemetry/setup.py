@@ -1,4 +1,9 @@
-"""Builds the tracer, meter and logger providers from OTEL_* variables and installs instrumentation."""
+"""Builds the tracer and meter providers from OTEL_* variables and installs instrumentation.
+
+Logs are JSON lines on stdout with the trace and span ids (telemetry/logs.py), for the node's log
+agent to collect. They are not exported over OTLP: the SDK's logs API is still a private module
+(`opentelemetry.sdk._logs`) in 1.45, and Lantern uses public APIs only.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,6 @@ from opentelemetry.instrumentation.propagators import (
     TraceResponsePropagator,
     set_global_response_propagator,
 )
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -48,7 +51,6 @@ class Telemetry:
     service_name: str
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
-    logger_provider: LoggerProvider | None = None
     # The provider with the parts it was built from, when setup_telemetry built it: Lantern's
     # own spans are lean spans then (telemetry/tracer.py), the SDK's otherwise.
     tracing: SdkTracing | None = None
@@ -81,7 +83,7 @@ class Telemetry:
         if self._shut_down:
             return
         self._shut_down = True
-        providers = [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p]
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p]
         flushes = [
             threading.Thread(target=p.shutdown, name="telemetry-shutdown", daemon=True) for p in providers
         ]
@@ -184,7 +186,7 @@ def setup_telemetry(
     log_level: str = "INFO",
     extra_span_processors: tuple[SpanProcessor, ...] = (),
 ) -> Telemetry:
-    """Set up JSON logs, and unless OTEL_SDK_DISABLED=true, traces, metrics and OTLP export.
+    """Set up JSON logs, and unless OTEL_SDK_DISABLED=true, traces, metrics and their OTLP export.
 
     Exporters are configured only when an OTLP endpoint is set, so a service started
     bare does not spend its time failing to reach localhost:4318.
@@ -205,15 +207,10 @@ def setup_telemetry(
         tracer_provider.add_span_processor(processor)
 
     metric_readers = []
-    logger_provider = None
     if _export_configured("TRACES"):
         tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter()))
     if _export_configured("METRICS"):
         metric_readers.append(PeriodicExportingMetricReader(_exporter("METRICS", "metric_exporter")))
-    if _export_configured("LOGS"):
-        logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(_exporter("LOGS", "_log_exporter")))
-        logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
 
     meter_provider = MeterProvider(resource=resource, metric_readers=metric_readers)
     # The SDK's spans count themselves only in its own tracer: with its internal metrics on,
@@ -229,7 +226,6 @@ def setup_telemetry(
     telemetry.tracer_provider = tracer_provider
     telemetry.tracing = None if _sdk_internal_metrics() else tracing
     telemetry.meter_provider = meter_provider
-    telemetry.logger_provider = logger_provider
     return telemetry
 
 
