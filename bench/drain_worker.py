@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 VARIANTS = (
     "aio-pika",
@@ -222,11 +222,12 @@ async def lantern(
     from bench.drain import DONE_QUEUE, queue_spec
     from lantern_runtime.heap import freeze_startup_objects
     from lantern_runtime.messaging import (
-        Consumer,
+        CurrentDelivery,
         EventPublisher,
         Topology,
         build_broker,
-        subscribe,
+        event_type,
+        work_queue_subscriber,
     )
     from lantern_runtime.messaging.broker import declare_topology
     from lantern_runtime.messaging.publisher import Event
@@ -250,7 +251,7 @@ async def lantern(
         event_type = DONE_EVENT_TYPE
         order_id: str
 
-    handle: Callable[[Any, Any], Awaitable[None]]
+    ticks = work_queue_subscriber(broker, spec, settings)
     engine = None
     if full:
         assert database_url is not None
@@ -261,7 +262,7 @@ async def lantern(
             await conn.run_sync(metadata.create_all)
         publisher = EventPublisher(broker, timeout=settings.publish_timeout)
 
-        async def handle(event: TickHappened, delivery: Any) -> None:
+        async def on_tick_full(event: TickHappened, delivery: CurrentDelivery) -> None:
             async with engine.begin() as conn:
                 first = await first_delivery(conn, inbox, delivery.message_id)
             if first:
@@ -270,12 +271,18 @@ async def lantern(
                 )
             meter.tick()
 
+        # The models are local to this function (so the other variants never import Lantern),
+        # where FastStream cannot resolve postponed annotations: it is given the objects.
+        on_tick_full.__annotations__ = {"event": TickHappened, "delivery": CurrentDelivery, "return": None}
+        ticks(filter=event_type(TickHappened))(on_tick_full)
     else:
 
-        async def handle(event: TickHappened, delivery: Any) -> None:
+        async def on_tick(event: TickHappened) -> None:
             meter.tick()
 
-    subscribe(broker, spec, {EVENT_TYPE: Consumer(TickHappened, handle)}, settings)
+        on_tick.__annotations__ = {"event": TickHappened, "return": None}
+        ticks(filter=event_type(TickHappened))(on_tick)
+
     topology = Topology((spec, DONE_QUEUE))
     await broker.connect()
     await declare_topology(broker, topology)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,3 +39,7 @@ class BrokerSettings(ServiceSettings):
     handler_timeout: float = Field(default=30.0, gt=0)
     # Seconds to wait for the broker to confirm a publish before it counts as failed.
     publish_timeout: float = Field(default=5.0, gt=0)
+    # Serve the service's AsyncAPI document at /asyncapi (HTML) and /asyncapi.json: for development.
+    asyncapi_docs: bool = Field(
+        default=False, validation_alias=AliasChoices("LANTERN_ASYNCAPI_DOCS", "asyncapi_docs")
+    )

@@ -3,6 +3,7 @@ notification row, keyed by the message id, is the record that it was sent."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,15 @@ class WebhookFailed(Exception):
     """The webhook did not take the notification; the message will be retried."""
 
 
-class NotificationSender:
+class Notifications(ABC):
+    """What notifier's handlers need: the port their fakes subclass."""
+
+    @abstractmethod
+    async def send(self, *, message_id: str, order_id: str, customer_id: str, kind: str, text: str) -> bool:
+        """Send and record the notification once; False when this message was sent before."""
+
+
+class NotificationSender(Notifications):
     """POSTs each notification to the webhook when one is set, and records it."""
 
     def __init__(self, engine: AsyncEngine, webhook: UpstreamClient | None) -> None:

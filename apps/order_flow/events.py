@@ -11,6 +11,8 @@ from lantern_runtime.messaging.publisher import Event
 
 
 class OrderCreated(Event):
+    """An order was placed and waits for its payment (orders → payments)."""
+
     event_type: ClassVar[str] = "order.created"
     order_id: str
     customer_id: str
@@ -18,6 +20,8 @@ class OrderCreated(Event):
 
 
 class PaymentAuthorized(Event):
+    """The bank authorized the order's total (payments → orders)."""
+
     event_type: ClassVar[str] = "payment.authorized"
     order_id: str
     authorization_id: str
@@ -25,12 +29,16 @@ class PaymentAuthorized(Event):
 
 
 class PaymentDeclined(Event):
+    """The bank declined the payment, or could not be reached on the last attempt (payments → orders)."""
+
     event_type: ClassVar[str] = "payment.declined"
     order_id: str
     reason: str
 
 
 class OrderConfirmed(Event):
+    """The order is paid and final (orders → notifier)."""
+
     event_type: ClassVar[str] = "order.confirmed"
     order_id: str
     customer_id: str
@@ -38,6 +46,8 @@ class OrderConfirmed(Event):
 
 
 class OrderCancelled(Event):
+    """The order is final unpaid: declined, or not settled in time (orders → payments, notifier)."""
+
     event_type: ClassVar[str] = "order.cancelled"
     order_id: str
     customer_id: str

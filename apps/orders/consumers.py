@@ -1,26 +1,64 @@
-"""Payment results settle orders; each is applied once, with its outcome event in one commit."""
+"""orders on RabbitMQ: it emits order.created, order.confirmed and order.cancelled (through its
+outbox), and settles each order on its payment result, applied once with its outcome event in
+one commit."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from lantern_runtime.messaging import Consumer, PoisonMessage
-from order_flow.events import PaymentAuthorized, PaymentDeclined
+from lantern_runtime.messaging import (
+    CurrentDelivery,
+    PoisonMessage,
+    event_publisher,
+    event_type,
+    work_queue_subscriber,
+)
+from order_flow.events import OrderCancelled, OrderConfirmed, OrderCreated, PaymentAuthorized, PaymentDeclined
+from order_flow.topology import ORDERS_QUEUE
 from orders.domain import InvalidTransition
 
 if TYPE_CHECKING:
-    from lantern_runtime.messaging.consumer import Delivery
-    from lantern_runtime.storage import OutboxRelay
-    from orders.repository import OrderRepository
+    from collections.abc import Callable
+
+    from faststream.rabbit import RabbitBroker
+    from faststream.rabbit.publisher import RabbitPublisher
+    from faststream.rabbit.subscriber import RabbitSubscriber
+
+    from lantern_runtime.messaging import Delivery
+    from lantern_runtime.settings import BrokerSettings
+    from orders.repository import PaymentResults
 
 logger = logging.getLogger(__name__)
 
 
-def payment_consumers(repository: OrderRepository, relay: OutboxRelay) -> dict[str, Consumer]:
+def declare_publishers(broker: RabbitBroker) -> list[RabbitPublisher]:
+    """What orders emits, each event from its outbox."""
+    return [event_publisher(broker, event) for event in (OrderCreated, OrderConfirmed, OrderCancelled)]
+
+
+def subscribe_payment_results(
+    broker: RabbitBroker,
+    settings: BrokerSettings,
+    *,
+    orders: PaymentResults,
+    wake_relay: Callable[[], None],
+) -> RabbitSubscriber:
+    results = work_queue_subscriber(broker, ORDERS_QUEUE, settings)
+
+    @results(filter=event_type(PaymentAuthorized))
+    async def on_payment_authorized(event: PaymentAuthorized, delivery: CurrentDelivery) -> None:
+        """Confirms the pending order: order.confirmed."""
+        await settle(event.order_id, paid=True, reason=None, delivery=delivery)
+
+    @results(filter=event_type(PaymentDeclined))
+    async def on_payment_declined(event: PaymentDeclined, delivery: CurrentDelivery) -> None:
+        """Cancels the pending order with the decline's reason: order.cancelled."""
+        await settle(event.order_id, paid=False, reason=event.reason, delivery=delivery)
+
     async def settle(order_id: str, *, paid: bool, reason: str | None, delivery: Delivery) -> None:
         try:
-            order = await repository.settle_payment(
+            order = await orders.settle_payment(
                 order_id, paid=paid, reason=reason, message_id=delivery.message_id
             )
         except LookupError as error:
@@ -32,15 +70,6 @@ def payment_consumers(repository: OrderRepository, relay: OutboxRelay) -> dict[s
             logger.info("duplicate payment result ignored", extra={"message_id": delivery.message_id})
             return
         logger.info("order settled", extra={"order_id": order_id, "status": order.status.value})
-        relay.wake()
+        wake_relay()
 
-    async def on_authorized(event: PaymentAuthorized, delivery: Delivery) -> None:
-        await settle(event.order_id, paid=True, reason=None, delivery=delivery)
-
-    async def on_declined(event: PaymentDeclined, delivery: Delivery) -> None:
-        await settle(event.order_id, paid=False, reason=event.reason, delivery=delivery)
-
-    return {
-        PaymentAuthorized.event_type: Consumer(PaymentAuthorized, on_authorized),
-        PaymentDeclined.event_type: Consumer(PaymentDeclined, on_declined),
-    }
+    return results

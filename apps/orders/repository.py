@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,7 +71,18 @@ def _outcome_event(order: OrderRecord) -> Event:
     return OrderCancelled(order_id=order.id, customer_id=order.customer_id, reason=order.status_reason or "")
 
 
-class OrderRepository:
+class PaymentResults(ABC):
+    """What the payment-result handlers need of the orders: the port their fakes subclass."""
+
+    @abstractmethod
+    async def settle_payment(
+        self, order_id: str, *, paid: bool, reason: str | None, message_id: str
+    ) -> OrderRecord | None:
+        """Settle the order and queue its outcome event in one commit; None when the message was
+        applied before. Raises LookupError for an unknown order, InvalidTransition for a final one."""
+
+
+class OrderRepository(PaymentResults):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

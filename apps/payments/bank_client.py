@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,19 @@ class Authorization:
     reason: str | None
 
 
-class BankClient:
+class Bank(ABC):
+    """The bank as payments' handlers see it: the port their fakes subclass."""
+
+    @abstractmethod
+    async def authorize(self, order_id: str, amount: Decimal) -> Authorization:
+        """Raises BankUnavailable when the bank gave no answer."""
+
+    @abstractmethod
+    async def void(self, order_id: str) -> None:
+        """Raises BankUnavailable when the bank gave no answer."""
+
+
+class BankClient(Bank):
     """Every call carries the order id as the bank's idempotency key, so asking twice never
     charges twice, and the client may retry it."""
 

@@ -1,23 +1,35 @@
-"""order.created → bank authorization → payment.authorized or payment.declined;
-order.cancelled → void at the bank (the saga's compensation)."""
+"""payments on RabbitMQ: order.created → bank authorization → payment.authorized or
+payment.declined (through its outbox); order.cancelled → void at the bank (the saga's
+compensation)."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from lantern_runtime.messaging import Consumer
+from lantern_runtime.messaging import CurrentDelivery, event_publisher, event_type, work_queue_subscriber
 from order_flow.events import OrderCancelled, OrderCreated, PaymentAuthorized, PaymentDeclined
+from order_flow.topology import PAYMENTS_QUEUE
 from payments.bank_client import BankUnavailable
 
 if TYPE_CHECKING:
-    from lantern_runtime.messaging.consumer import Delivery
-    from lantern_runtime.messaging.publisher import Event
-    from lantern_runtime.storage import OutboxRelay
-    from payments.bank_client import Authorization, BankClient
-    from payments.repository import PaymentRepository
+    from collections.abc import Callable
+
+    from faststream.rabbit import RabbitBroker
+    from faststream.rabbit.publisher import RabbitPublisher
+    from faststream.rabbit.subscriber import RabbitSubscriber
+
+    from lantern_runtime.messaging import Delivery, Event
+    from lantern_runtime.settings import BrokerSettings
+    from payments.bank_client import Authorization, Bank
+    from payments.repository import PaymentLedger
 
 logger = logging.getLogger(__name__)
+
+
+def declare_publishers(broker: RabbitBroker) -> list[RabbitPublisher]:
+    """What payments emits, each result from its outbox."""
+    return [event_publisher(broker, event) for event in (PaymentAuthorized, PaymentDeclined)]
 
 
 def _result(event: OrderCreated, authorization: Authorization) -> Event:
@@ -28,11 +40,22 @@ def _result(event: OrderCreated, authorization: Authorization) -> Event:
     return PaymentDeclined(order_id=event.order_id, reason=authorization.reason or authorization.status)
 
 
-def order_consumers(
-    bank: BankClient, repository: PaymentRepository, relay: OutboxRelay
-) -> dict[str, Consumer]:
-    async def on_order_created(event: OrderCreated, delivery: Delivery) -> None:
-        if await repository.applied(delivery.message_id):
+def subscribe_order_events(
+    broker: RabbitBroker,
+    settings: BrokerSettings,
+    *,
+    bank: Bank,
+    ledger: PaymentLedger,
+    wake_relay: Callable[[], None],
+) -> RabbitSubscriber:
+    order_events = work_queue_subscriber(broker, PAYMENTS_QUEUE, settings)
+
+    @order_events(filter=event_type(OrderCreated))
+    async def on_order_created(event: OrderCreated, delivery: CurrentDelivery) -> None:
+        """Asks the bank to authorize the order's total (the order id as idempotency key):
+        payment.authorized or payment.declined. On the last attempt an unreachable bank is a
+        decline, not a dead letter."""
+        if await ledger.applied(delivery.message_id):
             return
         try:
             authorization = await bank.authorize(event.order_id, event.total)
@@ -42,20 +65,23 @@ def order_consumers(
             # Give the order a final answer rather than a dead letter. Should the bank have
             # authorized in a call whose answer was lost, order.cancelled voids it.
             reason = f"bank unavailable after {delivery.attempt} attempts: {error}"
-            await _settle(
-                event,
-                delivery,
-                "declined",
-                None,
-                reason,
-                PaymentDeclined(order_id=event.order_id, reason=reason),
-            )
+            declined = PaymentDeclined(order_id=event.order_id, reason=reason)
+            await settle(event, delivery, "declined", None, reason, declined)
             return
         result = _result(event, authorization)
         status = "authorized" if isinstance(result, PaymentAuthorized) else "declined"
-        await _settle(event, delivery, status, authorization.authorization_id, authorization.reason, result)
+        await settle(event, delivery, status, authorization.authorization_id, authorization.reason, result)
 
-    async def _settle(
+    @order_events(filter=event_type(OrderCancelled))
+    async def on_order_cancelled(event: OrderCancelled, delivery: CurrentDelivery) -> None:
+        """Voids the order's authorization at the bank, if it has one."""
+        if await ledger.applied(delivery.message_id):
+            return
+        await bank.void(event.order_id)
+        await ledger.mark_voided(delivery.message_id, event.order_id)
+        logger.info("authorization voided", extra={"order_id": event.order_id})
+
+    async def settle(
         event: OrderCreated,
         delivery: Delivery,
         status: str,
@@ -63,7 +89,7 @@ def order_consumers(
         reason: str | None,
         result: Event,
     ) -> None:
-        if await repository.settle(
+        if await ledger.settle(
             delivery.message_id,
             order_id=event.order_id,
             status=status,
@@ -72,17 +98,7 @@ def order_consumers(
             reason=reason,
             result=result,
         ):
-            relay.wake()
+            wake_relay()
             logger.info("payment settled", extra={"order_id": event.order_id, "result": result.event_type})
 
-    async def on_order_cancelled(event: OrderCancelled, delivery: Delivery) -> None:
-        if await repository.applied(delivery.message_id):
-            return
-        await bank.void(event.order_id)
-        await repository.mark_voided(delivery.message_id, event.order_id)
-        logger.info("authorization voided", extra={"order_id": event.order_id})
-
-    return {
-        OrderCreated.event_type: Consumer(OrderCreated, on_order_created),
-        OrderCancelled.event_type: Consumer(OrderCancelled, on_order_cancelled),
-    }
+    return order_events

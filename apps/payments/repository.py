@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -17,7 +18,33 @@ if TYPE_CHECKING:
     from lantern_runtime.messaging.publisher import Event
 
 
-class PaymentRepository:
+class PaymentLedger(ABC):
+    """What payments' handlers need of its database: the port their fakes subclass."""
+
+    @abstractmethod
+    async def applied(self, message_id: str) -> bool:
+        """True if the message was applied before."""
+
+    @abstractmethod
+    async def settle(
+        self,
+        message_id: str,
+        *,
+        order_id: str,
+        status: str,
+        amount: Decimal | None,
+        authorization_id: str | None,
+        reason: str | None,
+        result: Event,
+    ) -> bool:
+        """Record the payment and queue its result event in one commit; False if applied before."""
+
+    @abstractmethod
+    async def mark_voided(self, message_id: str, order_id: str) -> bool:
+        """Record the void; False if the message was applied before."""
+
+
+class PaymentRepository(PaymentLedger):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

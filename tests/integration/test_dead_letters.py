@@ -4,34 +4,31 @@ chosen messages once with their trace headers, and a dead queue never drops a me
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aio_pika
 import pytest
 
 from lantern_runtime.messaging import (
-    Consumer,
     EventPublisher,
     PoisonMessage,
     Topology,
     build_broker,
     deadletters,
+    event_type,
     start_broker,
-    subscribe,
+    work_queue_subscriber,
 )
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER
 from tests.integration.conftest import drain, queue_depth, queues_in
 from tests.integration.test_messaging import QUEUE, WidgetMade, settings
-
-if TYPE_CHECKING:
-    from lantern_runtime.messaging.consumer import Delivery
 
 pytestmark = pytest.mark.rabbitmq
 
 IDS = ("dl-1", "dl-2", "dl-3")
 
 
-async def refuse(event: WidgetMade, delivery: Delivery) -> None:
+async def refuse(event: WidgetMade) -> None:
     raise PoisonMessage(f"widget {event.widget_id} cannot be made")
 
 
@@ -40,7 +37,7 @@ async def dead_lettered(amqp_url: str) -> list[deadletters.DeadLetter]:
     """Three messages dead-lettered by a consumer, which is stopped before the test goes on."""
     config = settings(amqp_url)
     broker = build_broker(config, "tests")
-    subscribe(broker, QUEUE, {"widget.made": Consumer(WidgetMade, refuse)}, config)  # type: ignore[arg-type]
+    work_queue_subscriber(broker, QUEUE, config)(refuse, filter=event_type(WidgetMade))
     await start_broker(broker, Topology((QUEUE,)), config)
     try:
         for message_id in IDS:

@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, ClassVar
 import pytest
 
 from lantern_runtime.messaging import (
-    Consumer,
+    CurrentDelivery,
     EventPublisher,
     PoisonMessage,
     QueueSpec,
     Topology,
     build_broker,
     deadletters,
+    event_type,
     start_broker,
-    subscribe,
+    work_queue_subscriber,
 )
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, REASON_HEADER
 from lantern_runtime.messaging.publisher import Event
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from lantern_runtime.messaging.consumer import Delivery
+    from lantern_runtime.messaging import Delivery
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -63,7 +64,12 @@ async def running(
     async def start(handle: Callable[[WidgetMade, Delivery], object]) -> RabbitBroker:
         config = settings(amqp_url)
         broker = build_broker(config, "tests")
-        subscribe(broker, QUEUE, {"widget.made": Consumer(WidgetMade, handle)}, config)  # type: ignore[arg-type]
+        widgets = work_queue_subscriber(broker, QUEUE, config)
+
+        @widgets(filter=event_type(WidgetMade))
+        async def on_widget_made(event: WidgetMade, delivery: CurrentDelivery) -> None:
+            await handle(event, delivery)  # type: ignore[misc]
+
         await start_broker(broker, Topology((QUEUE,)), config)
         brokers.append(broker)
         return broker

@@ -1,5 +1,7 @@
-"""RabbitMQ through FastStream: topology, tracing, retries with delay, dead letters and publishing."""
+"""RabbitMQ through FastStream: topology, tracing, typed subscribers with retries with delay,
+dead letters and time limits, declared publishers, and each service's AsyncAPI document."""
 
+from lantern_runtime.messaging.asyncapi import asyncapi_router, messaging_app
 from lantern_runtime.messaging.broker import (
     broker_ready,
     build_broker,
@@ -9,24 +11,39 @@ from lantern_runtime.messaging.broker import (
     start_broker,
     stop_consuming,
 )
-from lantern_runtime.messaging.consumer import Consumer, PoisonMessage, subscribe
-from lantern_runtime.messaging.publisher import EventPublisher, PublishFailed
+from lantern_runtime.messaging.consumer import (
+    CurrentDelivery,
+    Delivery,
+    DeliveryPolicy,
+    HandlerTimedOut,
+    PoisonMessage,
+)
+from lantern_runtime.messaging.publisher import Event, EventPublisher, PublishFailed, event_publisher
+from lantern_runtime.messaging.subscribe import event_type, work_queue_subscriber
 from lantern_runtime.messaging.topology import EVENTS_EXCHANGE, QueueSpec, Topology
 
 __all__ = [
     "EVENTS_EXCHANGE",
-    "Consumer",
+    "CurrentDelivery",
+    "Delivery",
+    "DeliveryPolicy",
+    "Event",
     "EventPublisher",
+    "HandlerTimedOut",
     "PoisonMessage",
     "PublishFailed",
     "QueueSpec",
     "Topology",
+    "asyncapi_router",
     "broker_ready",
     "build_broker",
     "connect_broker",
     "declare_topology",
+    "event_publisher",
+    "event_type",
+    "messaging_app",
     "redacted_url",
     "start_broker",
     "stop_consuming",
-    "subscribe",
+    "work_queue_subscriber",
 ]

@@ -23,10 +23,8 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
     """A broker with publisher confirms, explicit acks after processing and tracing.
 
     Unroutable publishes raise instead of vanishing, and shutdown waits for in-flight
-    messages up to the service's drain time. Subscribers come from `subscribe()`, which
-    validates each body with its event's model itself; FastStream's dependency injection is
-    off, as it would only add per-message work (and a worker-thread hop for any plain
-    function it resolves).
+    messages up to the service's drain time. FastStream validates each handler's typed
+    parameters, for Lantern's work-queue subscribers (`work_queue_subscriber`) as for any other.
     """
     return RabbitBroker(
         settings.amqp_url,
@@ -39,7 +37,6 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         graceful_timeout=settings.shutdown_timeout,
         middlewares=(TracingMiddleware,),
-        apply_types=False,
         logger=logging.getLogger(f"{service_name}.broker"),
         # FastStream's per-message "Received"/"Processed" lines repeat the consumer spans.
         log_level=logging.DEBUG,

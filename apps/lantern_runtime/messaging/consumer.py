@@ -1,10 +1,13 @@
-"""Consuming a work queue: dispatch by event type, retry with delay, dead-letter what cannot succeed.
+"""What happens to a message on a work queue besides its handler: retry with delay, dead letters
+with reasons, the handler's time limit. A FastStream middleware (`DeliveryPolicy`), so handlers
+stay plain typed subscribers.
 
 A handler either returns (the message is acknowledged) or raises:
-- PoisonMessage, or a body that does not fit the event's model: dead-lettered at once, since
-  no retry can make it valid;
-- anything else: sent to the queue's delay queue with an exponential, jittered TTL, and after
-  `max_delivery_attempts` dead-lettered with the reason.
+- PoisonMessage, or a body that does not fit the handler's model (not JSON, wrong schema), or a
+  type no handler of the queue filters for, or a malformed attempt header: dead-lettered at once,
+  since no retry can make it valid;
+- anything else (and running past `handler_timeout`): sent to the queue's delay queue with an
+  exponential, jittered TTL, and after `max_delivery_attempts` dead-lettered with the reason.
 If even that publish fails, the delivery is rejected and RabbitMQ dead-letters it itself, so a
 message is never dropped silently.
 """
@@ -12,25 +15,31 @@ message is never dropped silently.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from faststream.rabbit import RabbitMessage
+from faststream import BaseMiddleware, Depends
+from faststream.exceptions import SubscriberNotFound
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
 from lantern_runtime.backoff import full_jitter_delay
 from lantern_runtime.messaging.deadlines import HandlerDeadlines
-from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE
+from lantern_runtime.telemetry.propagation import extract
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Mapping
+    from types import TracebackType
 
-    from faststream.rabbit import RabbitBroker
+    from aio_pika.abc import AbstractIncomingMessage
+    from faststream import ContextRepo
+    from faststream.message import StreamMessage
+    from faststream.rabbit.publisher import RabbitPublisher
 
-    from lantern_runtime.messaging.publisher import Event
     from lantern_runtime.messaging.topology import QueueSpec
     from lantern_runtime.settings import BrokerSettings
 
@@ -40,6 +49,19 @@ ATTEMPT_HEADER = "x-lantern-attempt"
 REASON_HEADER = "x-lantern-reason"
 QUEUE_HEADER = "x-lantern-queue"
 ORIGIN_TRACEPARENT_HEADER = "x-lantern-origin-traceparent"
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "ORIGIN_TRACEPARENT_HEADER",
+    "QUEUE_HEADER",
+    "REASON_HEADER",
+    "CurrentDelivery",
+    "Delivery",
+    "DeliveryPolicy",
+    "HandlerTimedOut",
+    "PoisonMessage",
+    "current_delivery",
+]
 
 
 class PoisonMessage(Exception):
@@ -66,75 +88,231 @@ class Delivery:
         return self.attempt >= self.max_attempts
 
 
-@dataclass(frozen=True)
-class Consumer:
-    """One event type on a queue: its model and the handler that applies it."""
-
-    model: type[Event]
-    handle: Callable[[Any, Delivery], Awaitable[None]]
-
-
-async def _whole_message(msg: RabbitMessage) -> RabbitMessage:
-    # The handler is given the message itself as its "body": handlers validate the body with
-    # their own model, so FastStream need not parse it. Both this decoder and the handler take
-    # the message without FastStream's dependency injection, which would run a plain function
-    # (a decoder, or the Context field behind a `message: RabbitMessage` parameter) in a worker
-    # thread: two thread hops per message, most of the cost of consuming one.
-    return msg
+# The delivery the current task is handling. A ContextVar rather than FastStream's Context: a
+# `Context()` parameter is resolved by a plain function, which FastStream's DI runs in a worker
+# thread, and two thread hops cost more than the rest of a message. `current_delivery`, an async
+# dependency, reads it on the event loop.
+_delivery: ContextVar[Delivery] = ContextVar("lantern_delivery")
 
 
-def subscribe(
-    broker: RabbitBroker,
-    spec: QueueSpec,
-    consumers: Mapping[str, Consumer],
-    settings: BrokerSettings,
-) -> None:
-    """Register one FastStream subscriber on the work queue, dispatching on the message type."""
-    queue = spec.work_queue()
-    policy = _FailurePolicy(broker, spec, settings)
-    deadlines = HandlerDeadlines(settings.handler_timeout)
+async def current_delivery() -> Delivery:
+    """The delivery being handled; a FastStream dependency (see `CurrentDelivery`)."""
+    try:
+        return _delivery.get()
+    except LookupError:
+        raise LookupError(
+            "no delivery in progress: CurrentDelivery works in handlers of a work_queue_subscriber"
+        ) from None
 
-    @broker.subscriber(queue, decoder=_whole_message)
-    async def on_message(delivered: Any) -> None:
-        message: RabbitMessage = delivered
-        raw = message.raw_message
-        attempt = 1
-        try:
-            attempt = _attempt_of(message.headers)
-            consumer = consumers.get(raw.type or "")
-            if consumer is None:
-                known = ", ".join(sorted(consumers))
-                raise PoisonMessage(
-                    f"message type {raw.type!r} has no handler on {spec.name}; expected one of {known}"
+
+# A handler's parameter: `delivery: CurrentDelivery`.
+CurrentDelivery = Annotated[Delivery, Depends(current_delivery)]
+
+
+class DeliveryPolicy:
+    """The middleware of one work queue's subscriber: a factory FastStream calls per message.
+
+    `retry` publishes to `<queue>.retry` (default exchange), `dead` to the dead-letter exchange
+    with the queue's name as routing key: both declared publishers, so the AsyncAPI document shows
+    them and tests see what they were given.
+    """
+
+    def __init__(
+        self,
+        spec: QueueSpec,
+        settings: BrokerSettings,
+        *,
+        retry: RabbitPublisher,
+        dead: RabbitPublisher,
+        event_types: Collection[str],
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.retry = retry
+        self.dead = dead
+        self.event_types = event_types
+        self.deadlines = HandlerDeadlines(settings.handler_timeout)
+        # The subscriber's handlers, by name (set once it exists): FastStream names the
+        # ValidationError of a body that does not fit a handler's parameters after the handler.
+        self.handler_names: Callable[[], Collection[str]] = tuple
+
+    def is_body_error(self, error: Exception) -> bool:
+        """True for an error of the body rather than of the handler: FastStream's validation of
+        the handler's parameters failed (a handler's own models raise under their own names)."""
+        return isinstance(error, ValidationError) and error.title in self.handler_names()
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> DeliveryMiddleware:
+        return DeliveryMiddleware(msg, context=context, policy=self)
+
+    async def retry_or_dead_letter(
+        self, message: AbstractIncomingMessage, error: BaseException, attempt: int
+    ) -> None:
+        reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
+        if attempt >= self.settings.max_delivery_attempts:
+            await self.dead_letter(message, reason=reason, attempts=attempt)
+            return
+        delay_ms = max(
+            1,
+            round(
+                full_jitter_delay(
+                    attempt, base=self.settings.retry_base_delay_ms, cap=self.settings.retry_max_delay_ms
                 )
-            try:
-                event = consumer.model.model_validate_json(message.body)
-            except ValidationError as error:
-                raise PoisonMessage(
-                    f"body is not a valid {raw.type}: {error.errors(include_url=False)}"
-                ) from error
-            delivery = Delivery(
-                message.message_id, message.correlation_id, attempt, settings.max_delivery_attempts
-            )
-            watch = deadlines.watch()
-            try:
-                await consumer.handle(event, delivery)
-            except BaseException as error:
-                if deadlines.leave(watch, error):
-                    raise HandlerTimedOut(f"handler exceeded {settings.handler_timeout}s") from error
-                raise
-            deadlines.leave(watch, None)
+            ),
+        )
+        logger.warning(
+            "retrying message",
+            extra={
+                "queue": self.spec.name,
+                "message_id": message.message_id,
+                "attempt": attempt,
+                "delay_ms": delay_ms,
+                "reason": reason,
+            },
+        )
+        trace.get_current_span().add_event(
+            "message.retry_scheduled", {"attempt": attempt, "delay_ms": delay_ms, "reason": reason}
+        )
+        await self._republish(
+            self.retry,
+            message,
+            {ATTEMPT_HEADER: attempt + 1},
+            expiration=timedelta(milliseconds=delay_ms),
+        )
+
+    async def dead_letter(self, message: AbstractIncomingMessage, *, reason: str, attempts: int) -> None:
+        logger.error(
+            "dead-lettering message",
+            extra={
+                "queue": self.spec.name,
+                "message_id": message.message_id,
+                "message_type": message.type,
+                "attempts": attempts,
+                "reason": reason,
+            },
+        )
+        trace.get_current_span().add_event("message.dead_lettered", {"reason": reason})
+        await self._republish(
+            self.dead,
+            message,
+            {REASON_HEADER: reason[:1000], QUEUE_HEADER: self.spec.name, ATTEMPT_HEADER: attempts},
+        )
+
+    async def _republish(
+        self,
+        publisher: RabbitPublisher,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        expiration: timedelta | None = None,
+    ) -> None:
+        merged = dict(message.headers)
+        if "traceparent" in merged:
+            merged.setdefault(ORIGIN_TRACEPARENT_HEADER, merged["traceparent"])
+        merged.update(headers)
+        await publisher.publish(
+            message.body,
+            headers=merged,
+            message_id=message.message_id,
+            message_type=message.type,
+            correlation_id=message.correlation_id,
+            content_type=message.content_type,
+            persist=True,
+            mandatory=True,
+            expiration=expiration,
+            timeout=self.settings.publish_timeout,
+        )
+
+
+class DeliveryMiddleware(BaseMiddleware):
+    """Applies a DeliveryPolicy to one message (FastStream makes one per message)."""
+
+    def __init__(self, msg: Any, /, *, context: ContextRepo, policy: DeliveryPolicy) -> None:
+        super().__init__(msg, context=context)
+        self.policy = policy
+
+    async def consume_scope(
+        self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
+    ) -> Any:
+        policy = self.policy
+        raw: AbstractIncomingMessage = msg.raw_message
+        try:
+            attempt = attempt_of(msg.headers)
         except PoisonMessage as error:
             _mark_span_failed(error)
-            await policy.dead_letter(message, reason=str(error), attempts=attempt)
-        except Exception as error:
-            # A handler's own TimeoutError (a call it made timed out) is an ordinary failure with
-            # its own reason; only HandlerTimedOut says the handler ran past its limit.
-            _mark_span_failed(error)
-            await policy.retry_or_dead_letter(message, error, attempt)
+            await policy.dead_letter(raw, reason=str(error), attempts=1)
+            return None
+        try:
+            # Decoded here, and cached for the handler, so that a body that is not JSON is told
+            # from a handler's own ValueError.
+            await msg.decode()
+        except ValueError as error:
+            poison = PoisonMessage(f"body is not a valid {raw.type}: not JSON ({error})")
+            _mark_span_failed(poison)
+            await policy.dead_letter(raw, reason=str(poison), attempts=attempt)
+            return None
+        token = _delivery.set(
+            Delivery(msg.message_id, msg.correlation_id, attempt, policy.settings.max_delivery_attempts)
+        )
+        deadlines = policy.deadlines
+        watch = deadlines.watch()
+        try:
+            result = await call_next(msg)
+        except BaseException as error:
+            timed_out = deadlines.leave(watch, error)
+            if timed_out:
+                failure: BaseException = HandlerTimedOut(
+                    f"handler exceeded {policy.settings.handler_timeout}s"
+                )
+            elif not isinstance(error, Exception):
+                raise  # cancellation (shutdown) and the like go on
+            elif policy.is_body_error(error):
+                failure = PoisonMessage(f"body is not a valid {raw.type}: {_describe(error)}")
+            else:
+                # A handler's own TimeoutError (a call it made timed out) is an ordinary failure
+                # with its own reason; only HandlerTimedOut says it ran past its limit.
+                failure = error
+            _mark_span_failed(failure)
+            if isinstance(failure, PoisonMessage):
+                await policy.dead_letter(raw, reason=str(failure), attempts=attempt)
+            else:
+                await policy.retry_or_dead_letter(raw, failure, attempt)
+            return None
+        finally:
+            _delivery.reset(token)
+        deadlines.leave(watch, None)
+        return result
+
+    async def after_processed(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        """A type no handler filters for never reaches consume_scope: FastStream raises
+        SubscriberNotFound after trying each filter. It is poison too."""
+        raw = self.msg
+        if not isinstance(exc_val, SubscriberNotFound) or raw is None:
+            return False
+        policy = self.policy
+        try:
+            attempt = attempt_of(raw.headers)
+        except PoisonMessage as error:
+            reason, attempt = str(error), 1
+        else:
+            known = ", ".join(sorted(policy.event_types))
+            reason = (
+                f"message type {raw.type!r} has no handler on {policy.spec.name}; expected one of {known}"
+            )
+        # No consumer span was started for it: the dead letter and its log line join the
+        # message's own trace.
+        token = otel_context.attach(extract(raw.headers))
+        try:
+            await policy.dead_letter(raw, reason=reason, attempts=attempt)
+        finally:
+            otel_context.detach(token)
+        return True
 
 
-def _attempt_of(headers: Mapping[str, Any]) -> int:
+def attempt_of(headers: Mapping[str, Any]) -> int:
     """Which attempt this delivery is, from the header Lantern's retries and replays set.
 
     A value that is not a whole number of at least 1 did not come from Lantern: the message is
@@ -154,102 +332,13 @@ def _attempt_of(headers: Mapping[str, Any]) -> int:
     return attempt
 
 
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        return str(error.errors(include_url=False, include_context=False))
+    return str(error)
+
+
 def _mark_span_failed(error: BaseException) -> None:
     span = trace.get_current_span()
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, str(error)))
-
-
-class _FailurePolicy:
-    def __init__(self, broker: RabbitBroker, spec: QueueSpec, settings: BrokerSettings) -> None:
-        self._broker = broker
-        self._spec = spec
-        self._settings = settings
-
-    async def retry_or_dead_letter(self, message: RabbitMessage, error: Exception, attempt: int) -> None:
-        reason = f"{type(error).__name__}: {error}" if str(error) else repr(error)
-        if attempt >= self._settings.max_delivery_attempts:
-            await self.dead_letter(message, reason=reason, attempts=attempt)
-            return
-        delay_ms = max(
-            1,
-            round(
-                full_jitter_delay(
-                    attempt,
-                    base=self._settings.retry_base_delay_ms,
-                    cap=self._settings.retry_max_delay_ms,
-                )
-            ),
-        )
-        logger.warning(
-            "retrying message",
-            extra={
-                "queue": self._spec.name,
-                "message_id": message.message_id,
-                "attempt": attempt,
-                "delay_ms": delay_ms,
-                "reason": reason,
-            },
-        )
-        trace.get_current_span().add_event(
-            "message.retry_scheduled", {"attempt": attempt, "delay_ms": delay_ms, "reason": reason}
-        )
-        await self._republish(
-            message,
-            exchange="",
-            routing_key=self._spec.retry_name,
-            headers={ATTEMPT_HEADER: attempt + 1},
-            expiration=timedelta(milliseconds=delay_ms),
-        )
-
-    async def dead_letter(self, message: RabbitMessage, *, reason: str, attempts: int) -> None:
-        logger.error(
-            "dead-lettering message",
-            extra={
-                "queue": self._spec.name,
-                "message_id": message.message_id,
-                "message_type": message.raw_message.type,
-                "attempts": attempts,
-                "reason": reason,
-            },
-        )
-        trace.get_current_span().add_event("message.dead_lettered", {"reason": reason})
-        await self._republish(
-            message,
-            exchange=DEAD_LETTER_EXCHANGE.name,
-            routing_key=self._spec.name,
-            headers={
-                REASON_HEADER: reason[:1000],
-                QUEUE_HEADER: self._spec.name,
-                ATTEMPT_HEADER: attempts,
-            },
-        )
-
-    async def _republish(
-        self,
-        message: RabbitMessage,
-        *,
-        exchange: str,
-        routing_key: str,
-        headers: dict[str, Any],
-        expiration: timedelta | None = None,
-    ) -> None:
-        raw = message.raw_message
-        merged = dict(message.headers)
-        if "traceparent" in merged:
-            merged.setdefault(ORIGIN_TRACEPARENT_HEADER, merged["traceparent"])
-        merged.update(headers)
-        await self._broker.publish(
-            message.body,
-            exchange=exchange or None,
-            routing_key=routing_key,
-            headers=merged,
-            message_id=message.message_id,
-            message_type=raw.type,
-            correlation_id=message.correlation_id,
-            content_type=raw.content_type,
-            persist=True,
-            mandatory=True,
-            expiration=expiration,
-            timeout=self._settings.publish_timeout,
-        )

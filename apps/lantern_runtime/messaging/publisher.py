@@ -1,4 +1,8 @@
-"""Publishing events: persistent, confirmed by the broker, routable, each with a message_id."""
+"""Publishing events: persistent, confirmed by the broker, routable, each with a message_id.
+
+Each event a service emits has a publisher declared on its broker (`event_publisher`), so the
+service's AsyncAPI document shows it; EventPublisher sends through them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from pydantic import BaseModel
 from lantern_runtime.messaging.topology import EVENTS_EXCHANGE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from faststream.rabbit import RabbitBroker
+    from faststream.rabbit.publisher import RabbitPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +33,33 @@ class PublishFailed(Exception):
     """The broker did not confirm a message; it was not sent and the caller must keep it."""
 
 
+def event_publisher(
+    broker: RabbitBroker, event: type[Event], *, description: str | None = None
+) -> RabbitPublisher:
+    """Declare that this service emits `event`: to the events exchange, routed by its type."""
+    return broker.publisher(
+        exchange=EVENTS_EXCHANGE,
+        routing_key=event.event_type,
+        title=event.event_type,
+        description=description or (event.__doc__ or "").strip() or None,
+        schema=event,
+        persist=True,
+        mandatory=True,
+        message_type=event.event_type,
+        content_type="application/json",
+    )
+
+
 class EventPublisher:
-    def __init__(self, broker: RabbitBroker, *, timeout: float = 5.0) -> None:
+    """Publishes through the declared publishers, by event type; an event type without one (an
+    outbox row written by an older release) goes out through the broker to the same place."""
+
+    def __init__(
+        self, broker: RabbitBroker, *, timeout: float = 5.0, publishers: Iterable[RabbitPublisher] = ()
+    ) -> None:
         self._broker = broker
         self._timeout = timeout
+        self._publishers = {publisher.routing(): publisher for publisher in publishers}
 
     async def publish(
         self,
@@ -54,7 +84,17 @@ class EventPublisher:
         correlation_id: str | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raise PublishFailed otherwise."""
+        declared = self._publishers.get(event_type)
         try:
+            if declared is not None:
+                await declared.publish(
+                    body,
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    timestamp=datetime.now(UTC),
+                    timeout=self._timeout,
+                )
+                return
             await self._broker.publish(
                 body,
                 exchange=EVENTS_EXCHANGE,
