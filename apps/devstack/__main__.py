@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import SERVICES, Stack, amqp_reachable, development_secret, jaeger_binary, port_free
+from devstack.stack import Stack, amqp_reachable, development_secret, jaeger_binary, port_free
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
 # A day is long enough for a working session; `make run` prints a fresh token each start.
@@ -65,7 +65,7 @@ def run() -> int:
         return 1
 
     gateway = stack.url("gateway")
-    print(f"\nLantern is up: {', '.join(f'{s} {stack.url(s)}' for s in SERVICES)}")
+    print(f"\nLantern is up: {', '.join(f'{s} {stack.url(s)}' for s in stack.services)}")
     print(f"Gateway: {gateway}   logs: {stack.log_dir}/*.log")
     if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         print("Jaeger UI: http://127.0.0.1:16686")

@@ -1,5 +1,11 @@
-"""Starts the five services (and a trace sink) as local processes, the same way for
-`make run` and for the end-to-end tests."""
+"""Starts the services (and a trace sink) as local processes, the same way for `make run` and
+for the end-to-end tests.
+
+Which services there are, their ports and which own a database come from the chart's
+`components:` map (charts/lantern/values.yaml), the one list of services: a component added
+there runs here too. A component's env values that name another component's Service
+(`http://bank:8003`) are passed with that component's local address instead.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +27,59 @@ import httpx
 
 from gateway.auth import issue_token
 
-SERVICES = ("bank", "payments", "orders", "notifier", "gateway")
-# Those with a database of their own, migrated to head before they first start.
-WITH_DATABASE = ("payments", "orders", "notifier")
+# The chart of the checkout this module belongs to; LANTERN_CHART names another.
+CHART = Path(os.environ.get("LANTERN_CHART") or Path(__file__).resolve().parents[2] / "charts" / "lantern")
 # Seconds a migration may wait for its database (a PostgreSQL still starting) and then take.
 MIGRATION_TIMEOUT = 120.0
-DEFAULT_PORTS = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
+
+
+@dataclass(frozen=True)
+class Component:
+    """What the devstack needs of one of the chart's components."""
+
+    name: str
+    port: int
+    # Owns a database, migrated to head before the service first starts.
+    database: bool
+    # Its env values that are another component's URL, e.g. BANK_URL -> ("bank", "http://bank:8003").
+    urls: dict[str, str]
+
+
+def chart_components(chart: Path = CHART) -> dict[str, Component]:
+    """The enabled components of `chart`'s values.yaml, in the order written there."""
+    try:
+        import yaml
+    except ImportError as error:  # pragma: no cover - the dev install has it
+        raise ImportError("the devstack reads the chart's values with PyYAML: pip install pyyaml") from error
+
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    declared = values["components"]
+    out = {}
+    for name, component in declared.items():
+        if not component.get("enabled", True):
+            continue
+        urls = {
+            key: str(value)
+            for key, value in (component.get("env") or {}).items()
+            if urlsplit(str(value)).hostname in declared and urlsplit(str(value)).scheme in ("http", "https")
+        }
+        out[name] = Component(name, int(component["port"]), bool(component["database"]), urls)
+    return out
+
+
+COMPONENTS = chart_components()
+SERVICES = tuple(COMPONENTS)
+# Those with a database of their own, migrated to head before they first start.
+WITH_DATABASE = tuple(name for name, component in COMPONENTS.items() if component.database)
+DEFAULT_PORTS = {name: component.port for name, component in COMPONENTS.items()}
 
 
 @dataclass
 class Stack:
     workdir: Path
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # Another checkout's (a test's copy of the repository): pass its chart_components().
+    components: dict[str, Component] = field(default_factory=lambda: dict(COMPONENTS))
+    ports: dict[str, int] = field(default_factory=dict)
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     # None: a local trace sink on sink_port receives the spans.
     otlp_endpoint: str | None = None
@@ -48,6 +95,13 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _migrated: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.ports = {name: c.port for name, c in self.components.items()} | self.ports
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(self.components)
 
     @property
     def spans_file(self) -> Path:
@@ -76,8 +130,7 @@ class Stack:
             "PORT": str(self.ports[service]),
             "HOST": "127.0.0.1",
             "AMQP_URL": self.amqp_url,
-            "ORDERS_URL": self.url("orders"),
-            "BANK_URL": self.url("bank"),
+            **self._local_urls(service),
             # One database per service, as in Kubernetes; e.g. ORDERS_DATABASE_URL points orders
             # at PostgreSQL for a local run.
             "DATABASE_URL": os.environ.get(
@@ -98,6 +151,17 @@ class Stack:
         env.pop("OTEL_SERVICE_NAME", None)
         return env
 
+    def _local_urls(self, service: str) -> dict[str, str]:
+        """The service's env URLs naming other components, pointed at their local ports."""
+        component = self.components.get(service)
+        out = {}
+        for key, value in (component.urls if component else {}).items():
+            parts = urlsplit(value)
+            callee = parts.hostname or ""
+            if callee in self.ports:
+                out[key] = parts._replace(netloc=f"127.0.0.1:{self.ports[callee]}", scheme="http").geturl()
+        return out
+
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.otlp_endpoint is None:
@@ -114,8 +178,8 @@ class Stack:
                 ],
                 dict(os.environ),
             )
-        self.migrate_databases(SERVICES)
-        for service in SERVICES:
+        self.migrate_databases(self.services)
+        for service in self.services:
             self.start_service(service)
 
     def start_service(self, service: str) -> None:
@@ -126,9 +190,8 @@ class Stack:
         """Migrate the databases of `services` not migrated yet to head, all at once, with the
         CLI the init containers run; each one's output goes to its service's log. Raises
         naming any that failed."""
-        pending = (
-            [s for s in services if s in WITH_DATABASE and s not in self._migrated] if self.migrate else []
-        )
+        owners = {name for name, component in self.components.items() if component.database}
+        pending = [s for s in services if s in owners and s not in self._migrated] if self.migrate else []
         if not pending:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +232,7 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until every service answers /readyz; raise naming any that died or stalled."""
         deadline = time.monotonic() + timeout
-        pending = set(SERVICES) & set(self.processes)
+        pending = set(self.services) & set(self.processes)
         with httpx.Client(timeout=1.0) as client:
             while pending:
                 for service in sorted(pending):
@@ -205,7 +268,7 @@ class Stack:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM everything at once, so all drain together; the sink goes last, after the flushes."""
-        services = [name for name in self.processes if name in SERVICES]
+        services = [name for name in self.processes if name in self.components]
         for name in services:
             process = self.processes[name]
             if process.poll() is None:

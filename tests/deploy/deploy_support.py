@@ -25,6 +25,18 @@ CACHE_DIR = Path(os.environ.get("LANTERN_CACHE") or Path.home() / ".cache" / "la
 SKAFFOLD_SCHEMA_NAME = "skaffold-v4beta14.json"
 SKAFFOLD_SCHEMA_URL = "https://raw.githubusercontent.com/GoogleContainerTools/skaffold/main/docs-v2/content/en/schemas/v4beta14.json"
 
+
+def chart_components() -> dict[str, dict[str, Any]]:
+    """The chart's `components:` map, the one list of services (devstack reads it too)."""
+    components: dict[str, dict[str, Any]] = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
+    return components
+
+
+# Every service of the chart with its port; a component added to values.yaml is checked too.
+SERVICES = {name: int(c["port"]) for name, c in chart_components().items()}
+WITH_DATABASE = tuple(name for name, c in chart_components().items() if c["database"])
+WITH_BROKER = tuple(name for name, c in chart_components().items() if c["amqp"])
+
 # Deployment modes: no values file (chart defaults), kind, staging.
 VALUES_FILES: dict[str, Path | None] = {
     "default": None,

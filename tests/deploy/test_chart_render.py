@@ -16,6 +16,7 @@ from lantern_runtime.smoke import build_parser
 from tests.deploy.deploy_support import (
     CHART,
     REPO_ROOT,
+    SERVICES,
     VALUES_FILES,
     Render,
     template_args,
@@ -25,7 +26,6 @@ from tests.deploy.deploy_support import (
 pytestmark = pytest.mark.deploy
 
 K8S_VERSION = "1.34.0"
-SERVICES = {"gateway": 8080, "orders": 8001, "payments": 8002, "bank": 8003, "notifier": 8004}
 
 # kubernetes-validate carries only built-in kinds. Gateway API objects are checked
 # against this small schema of the fields the chart uses (not the full CRD).
@@ -427,6 +427,9 @@ def test_route_table_change_rolls_the_gateway(helm) -> None:
     [
         ("components.gateway.replica=3", "additional properties 'replica' not allowed"),
         ("components.gateway.replicas=three", "want integer"),
+        # Any name is a component, of the one shape every component has.
+        ("components.shipping.port=8005", "at '/components/shipping': missing properties 'enabled'"),
+        ("components.Shipping_1.port=8005", "invalid propertyName 'Shipping_1'"),
         ("jaeger.storage.type=cassandra", "jaeger/storage/type"),
         (
             "postgres.external.existingSecrets=x",

@@ -12,14 +12,13 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import CHART, REPO_ROOT, Render, skaffold_schema, template_args
+from tests.deploy.deploy_support import CHART, REPO_ROOT, SERVICES, Render, skaffold_schema, template_args
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.deploy
 
-SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
 DEFAULT_BASE_IMAGE = "python:3.11.14-slim-bookworm"
 # An exact version tag: digits and dots, optionally a variant such as -slim-bookworm.
 PINNED_TAG = re.compile(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.-]+)?$")

@@ -11,15 +11,14 @@ import yaml
 
 from lantern_runtime.storage.migrate import build_parser
 from lantern_runtime.storage.migrations import history_of
-from tests.deploy.deploy_support import template_args
+from tests.deploy.deploy_support import SERVICES, WITH_DATABASE, template_args
 
 if TYPE_CHECKING:
     from tests.deploy.deploy_support import Render
 
 pytestmark = pytest.mark.deploy
 
-WITH_DATABASE = ("orders", "payments", "notifier")
-WITHOUT_DATABASE = ("gateway", "bank")
+WITHOUT_DATABASE = tuple(name for name in SERVICES if name not in WITH_DATABASE)
 
 
 def _pod(render: Render, name: str) -> dict[str, Any]:

@@ -15,15 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import Render, merged_values, template_args
+from tests.deploy.deploy_support import SERVICES, Render, merged_values, template_args
 
 pytestmark = pytest.mark.deploy
 
 Flow = tuple[str, str, int | str, str]  # source, destination, port, protocol
-
-SERVICES = ["gateway", "orders", "payments", "bank", "notifier"]
-# Each talks to RabbitMQ and owns a PostgreSQL database.
-BROKER_AND_DATABASE_USERS = ("orders", "payments", "notifier")
 
 
 def _pods(render: Render) -> dict[str, dict[str, str]]:
@@ -112,7 +108,10 @@ def expected_flows(render: Render) -> set[Flow]:
     # The gateway reaches what its route table names: by default orders:8001 only.
     for route in values["edge"]["routes"]:
         tcp("gateway", route["service"], route["port"])
-    tcp("payments", "bank", 8003)
+    # What each component declares it calls; the reference flow's own is pinned below.
+    for app in SERVICES:
+        for callee in values["components"][app]["calls"]:
+            tcp(app, callee, values["components"][callee]["port"])
     for app in SERVICES:
         tcp(app, "otel-collector", 4317, 4318)
     tcp("otel-collector", "jaeger", 4317, 4318)
@@ -122,8 +121,8 @@ def expected_flows(render: Render) -> set[Flow]:
     for cidr in api_server["cidrs"]:
         tcp("otel-collector", f"cidr:{cidr}", *api_server["ports"])
 
-    for backend, port in (("rabbitmq", 5672), ("postgres", 5432)):
-        for app in BROKER_AND_DATABASE_USERS:
+    for backend, port, flag in (("rabbitmq", 5672, "amqp"), ("postgres", 5432, "database")):
+        for app in (name for name in SERVICES if values["components"][name][flag]):
             if values[backend]["enabled"]:
                 tcp(app, backend, port)
             else:
@@ -160,6 +159,22 @@ def test_policies_allow_exactly_the_lantern_flows(render: Render) -> None:
         f"{render.mode}: unexpected {sorted(map(str, allowed - expected))}, "
         f"missing {sorted(map(str, expected - allowed))}"
     )
+
+
+def test_the_reference_flow_calls_only_bank_from_payments(renders: dict[str, Render]) -> None:
+    """Calls between services, in every mode: payments -> bank and nothing else (the gateway's
+    come from its routes). A new service's `calls` adds to this, never a hand-written rule."""
+    for render in renders.values():
+        reference = ("gateway", "orders", "payments", "bank", "notifier")
+        calls = {(app, callee) for app in reference for callee in render.values["components"][app]["calls"]}
+        assert calls == {("payments", "bank")}, render.mode
+        assert ("payments", "bank", 8003, "TCP") in allowed_flows(render)
+
+
+def test_a_component_may_call_only_a_component(helm) -> None:
+    result = helm(*template_args("--set", "components.payments.calls[0]=bnk"), check=False)
+    assert result.returncode != 0
+    assert 'components.payments.calls names "bnk", which is not a component' in result.stderr
 
 
 def test_notifier_webhook_egress_comes_from_values(helm) -> None:

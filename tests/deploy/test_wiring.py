@@ -17,7 +17,7 @@ import yaml
 from gateway.auth import TokenVerifier
 from gateway.routes import Route
 from gateway.settings import GatewaySettings
-from tests.deploy.deploy_support import template_args
+from tests.deploy.deploy_support import SERVICES, WITH_DATABASE, template_args
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,8 +37,7 @@ URL_VARIABLES = {
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 }
 DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
-SERVICES = ("gateway", "orders", "payments", "bank", "notifier")
-DATABASE_OWNERS = ("orders", "payments", "notifier")
+DATABASE_OWNERS = WITH_DATABASE
 
 
 def _pods(render: Render) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -151,7 +150,15 @@ def test_every_url_names_a_service_and_its_port(render: Render) -> None:
 
 
 def test_amqp_and_database_urls_reach_the_apps_that_need_them(render: Render) -> None:
+    components = render.values["components"]
+    # Whatever a component declares, the reference flow's extras below.
+    declared = {
+        name: {env for env, flag in (("AMQP_URL", "amqp"), ("DATABASE_URL", "database")) if c[flag]}
+        for name, c in components.items()
+        if name in SERVICES
+    }
     for name, needs in {
+        **declared,
         "orders": {"AMQP_URL", "DATABASE_URL"},
         "payments": {"AMQP_URL", "BANK_URL", "DATABASE_URL"},
         "notifier": {"AMQP_URL", "DATABASE_URL"},
