@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scopes", default="orders:write,orders:read", help="comma-separated")
     token.add_argument("--subject", default="operator")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default: 3600)")
+
+    new = sub.add_parser("new-service", help="add a consumer service (docs/adding-a-service.md)")
+    new.add_argument("name", help="lowercase letters and digits: package, Service and database name")
+    new.add_argument("--consumes", action="append", required=True, metavar="EVENT", help="repeat for more")
+    new.add_argument("--database", action="store_true", help="its own database, migrations and inbox")
+    new.add_argument("--port", type=int, help="default: the next after the components' ports")
     return parser
 
 
@@ -98,6 +104,12 @@ def _axis_width(requested: int | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "new-service":
+        from pathlib import Path
+
+        from lantern_cli.new_service import new_service
+
+        return new_service(Path.cwd(), args.name, args.consumes, database=args.database, port=args.port)
     if args.command == "token":
         scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
         if not scopes:

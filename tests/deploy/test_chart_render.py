@@ -428,7 +428,7 @@ def test_route_table_change_rolls_the_gateway(helm) -> None:
         ("components.gateway.replica=3", "additional properties 'replica' not allowed"),
         ("components.gateway.replicas=three", "want integer"),
         # Any name is a component, of the one shape every component has.
-        ("components.shipping.port=8005", "at '/components/shipping': missing properties 'enabled'"),
+        ("components.halfdone.port=8005", "at '/components/halfdone': missing properties 'enabled'"),
         ("components.Shipping_1.port=8005", "invalid propertyName 'Shipping_1'"),
         ("jaeger.storage.type=cassandra", "jaeger/storage/type"),
         (
