@@ -10,7 +10,14 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import Stack, amqp_reachable, development_secret, jaeger_binary, port_free
+from devstack.stack import (
+    Stack,
+    amqp_reachable,
+    development_secret,
+    jaeger_binary,
+    jaeger_command,
+    port_free,
+)
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
 # A day is long enough for a working session; `make run` prints a fresh token each start.
@@ -52,7 +59,7 @@ def run() -> int:
         stack.otlp_endpoint = "http://127.0.0.1:4318"
     WORKDIR.mkdir(exist_ok=True)
     if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        stack.start_process("jaeger", [jaeger], dict(os.environ))
+        stack.start_process("jaeger", jaeger_command() or [jaeger], dict(os.environ))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

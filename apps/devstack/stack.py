@@ -324,4 +324,46 @@ def host_of(url: str) -> str:
 
 
 def jaeger_binary() -> str | None:
-    return shutil.which("jaeger")
+    """Whether `make run` runs Jaeger rather than the trace sink (see jaeger_command)."""
+    command = jaeger_command()
+    return command[0] if command else None
+
+
+def jaeger_command(chart: Path = CHART) -> list[str] | None:
+    """How to run Jaeger locally: a `jaeger` binary on PATH, else its image in a Docker engine
+    that has it already (nothing is pulled), else None: the trace sink stands in."""
+    binary = shutil.which("jaeger")
+    if binary:
+        return [binary]
+    image = local_jaeger_image(chart)
+    if image is None:
+        return None
+    ports = [arg for port in (4317, 4318, 16686) for arg in ("--publish", f"127.0.0.1:{port}:{port}")]
+    # Attached, so stopping `docker run` stops the container; --rm leaves nothing behind.
+    return ["docker", "run", "--rm", "--name", f"lantern-jaeger-{os.getpid()}", *ports, image]
+
+
+def local_jaeger_image(chart: Path = CHART) -> str | None:
+    """The chart's Jaeger image if the local engine has it, else any jaegertracing/jaeger it has."""
+    if shutil.which("docker") is None:
+        return None
+    try:
+        listed = subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "jaegertracing/jaeger"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if listed.returncode != 0:
+        return None
+    images = [line for line in listed.stdout.split() if not line.endswith(":<none>")]
+    if not images:
+        return None
+    import yaml
+
+    pinned = yaml.safe_load((chart / "values.yaml").read_text())["jaeger"]["image"]
+    wanted = f"{pinned['repository']}:{pinned['tag']}"
+    return wanted if wanted in images else images[0]
