@@ -22,12 +22,27 @@ from tests.containers.images import docker
 from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tests.containers.platform import Platform
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
-# The services that cannot work without RabbitMQ or PostgreSQL.
-NEEDS_INFRA = ("orders", "payments", "notifier")
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def needing_infra(platform: Platform) -> list[str]:
+    """The services the render gives a broker or a database: they cannot work without them."""
+    return [
+        name for name in platform.services if {"AMQP_URL", "DATABASE_URL"} & platform.runs[name].env.keys()
+    ]
 
 
 def started(platform: Platform) -> Platform:
@@ -54,25 +69,24 @@ def test_services_started_before_postgres_and_rabbitmq_wait_then_become_ready_wi
     for name, init in waiting_inits.items():
         assert platform.container_state(init)["Running"], (name, platform.container_logs(init)[-2000:])
         assert not platform.exists(name), f"{name} started before its migration finished"
-    for name in set(platform.services) - set(waiting_inits):
+    others = sorted(set(platform.services) - set(waiting_inits))
+    for name in others:
         assert platform.state(name)["Running"], (name, platform.logs(name)[-2000:])
-        assert platform.probe(name, "livenessProbe") == 200, name
+    # On a loaded machine a container limited to half a CPU may still be importing.
+    assert wait_for(lambda: all(platform.probe(name, "livenessProbe") == 200 for name in others), 60), others
 
     # PostgreSQL first: the migrations finish, and the services start and wait, in their own
     # process, for RabbitMQ: alive, not ready.
     platform.start_stand_in("postgres")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not all(
-        platform.probe(name, "livenessProbe") == 200 for name in NEEDS_INFRA
-    ):
-        time.sleep(0.5)
+    needs_infra = needing_infra(platform)
+    assert wait_for(lambda: all(platform.probe(name, "livenessProbe") == 200 for name in needs_infra), 120)
     for init in waiting_inits.values():
         assert platform.container_state(init)["ExitCode"] == 0, platform.container_logs(init)[-2000:]
     probes = {
         name: (platform.probe(name, "livenessProbe"), platform.probe(name, "readinessProbe"))
-        for name in NEEDS_INFRA
+        for name in needs_infra
     }
-    assert probes == dict.fromkeys(NEEDS_INFRA, (200, 503)), probes
+    assert probes == dict.fromkeys(needs_infra, (200, 503)), probes
     running_since = {name: platform.state(name)["StartedAt"] for name in platform.services}
 
     platform.start_stand_in("rabbitmq")
@@ -99,7 +113,7 @@ def test_one_order_through_the_gateway_is_confirmed_with_its_trace_whole(platfor
         problems, tree = check_trace(spans, order_flow_chain("authorized")), render_tree(spans)
         time.sleep(0.5)
     assert not problems, f"{problems}\n{tree}"
-    assert {span.service for span in spans} == {"gateway", "orders", "payments", "bank", "notifier"}
+    assert {span.service for span in spans} >= {"gateway", "orders", "payments", "bank", "notifier"}
 
 
 def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing_twice(
