@@ -121,8 +121,10 @@ def slope(xs: list[int], ys: list[float]) -> float:
 def analyse(series: Series, warmup: float) -> dict[str, dict[str, float]]:
     """Per service: RSS after warm-up and at the end, growth per 10k requests and messages fitted
     after warm-up, and the same per 10k requests over the first and the last third of that
-    stretch (the load's samples only, not the idle one after it)."""
-    loaded = len(series.seconds) - 1  # the last sample is taken idle, after the load
+    stretch."""
+    # Only while orders are being placed: after the last one, the load waits for outcomes and the
+    # services idle, and RSS moving at a standstill of x is no slope per request.
+    loaded = series.requests.index(series.requests[-1]) + 1
     after = [i for i in range(loaded) if series.seconds[i] >= warmup]
     third = max(3, len(after) // 3)
     early, late = after[:third], after[-third:]

@@ -151,7 +151,7 @@ def install() -> None:
 def _run(args: argparse.Namespace) -> None:
     from bench.infra import workplace
     from bench.platform import running
-    from bench.soak import SERVICES, soak
+    from bench.soak import SERVICES, analyse, databases, soak
     from devstack.stack import Stack
 
     out = Path(args.out).resolve()
@@ -176,6 +176,7 @@ def _run(args: argparse.Namespace) -> None:
     Stack.env_for = env_for  # type: ignore[method-assign]
     with (
         workplace() as (amqp_url, tmp, endpoint),
+        databases(args.database, tmp),
         running(tmp / "probe", amqp_url, traced=True, otlp_endpoint=endpoint) as stack,
     ):
         time.sleep(5)
@@ -185,6 +186,8 @@ def _run(args: argparse.Namespace) -> None:
             with contextlib.suppress(OSError):
                 print(f"{service}.db {db.stat().st_size / 2**20:.1f} MB", flush=True)
     (out / "series.json").write_text(json.dumps(vars(series)))
+    for service, figures in analyse(series, args.warmup).items():
+        print(service, " ".join(f"{key} {value:.2f}" for key, value in figures.items()))
     print(json.dumps(summary))
 
 
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rate", type=float, default=20.0)
     run.add_argument("--seconds", type=float, default=300.0)
     run.add_argument("--frames", type=int, default=25)
+    run.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    run.add_argument("--warmup", type=float, default=60.0)
+    # A time past the run's end samples RSS, SQLite and malloc without tracemalloc's cost.
     run.add_argument("--trace-from", type=float, default=60.0)
     run.add_argument("--snapshots", default="120,240,360")
     diff = sub.add_parser("diff")
