@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context, propagate
+
 from lantern_runtime.messaging import EVENTS_EXCHANGE, EventPublisher
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER
 from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE
@@ -40,17 +42,22 @@ async def deliver(
     headers: dict[str, Any] = {}
     if attempt is not None:
         headers[ATTEMPT_HEADER] = attempt
-    if traceparent is not None:
-        headers["traceparent"] = traceparent
-    await broker.publish(
-        event.model_dump_json().encode() if not isinstance(event, bytes) else event,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=kind,
-        message_type=kind,
-        message_id=message_id,
-        content_type=content_type,
-        headers=headers,
-    )
+    # Published from inside the sender's trace, as a relay does: the broker's tracing middleware
+    # then carries that trace (under a producer span of its own whenever tracing is on).
+    sender = propagate.extract({"traceparent": traceparent} if traceparent is not None else {})
+    token = context.attach(sender)
+    try:
+        await broker.publish(
+            event.model_dump_json().encode() if not isinstance(event, bytes) else event,
+            exchange=EVENTS_EXCHANGE,
+            routing_key=kind,
+            message_type=kind,
+            message_id=message_id,
+            content_type=content_type,
+            headers=headers,
+        )
+    finally:
+        context.detach(token)
 
 
 def declared(broker: RabbitBroker, *, exchange: str, routing_key: str) -> RabbitPublisher:
