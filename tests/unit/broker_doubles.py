@@ -93,6 +93,19 @@ class Containing:
 
 
 @dataclass
+class Captured:
+    """Equal to anything, keeping what it was compared with: to read a recorded header."""
+
+    value: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        self.value = other
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass
 class OutboxRelayDouble:
     """Stands in for the outbox relay: `wake()` as the handlers call it; `publish_pending()`
     sends what the fake repository queued through the service's EventPublisher, as the relay does
