@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -228,6 +230,16 @@ class Stack:
         self.processes[name] = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    @contextmanager
+    def running(self, timeout: float = 60.0) -> Iterator[Stack]:
+        """Started and ready for the block; stopped after it, however it ends."""
+        self.start()
+        try:
+            self.wait_ready(timeout=timeout)
+            yield self
+        finally:
+            self.stop()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until every service answers /readyz; raise naming any that died or stalled."""

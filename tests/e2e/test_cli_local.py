@@ -44,12 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # As `make run` keeps it, so `lantern token` finds it where devstack leaves it.
             jwt_secret=development_secret(workdir / "jwt-secret"),
         )
-        platform.start()
-        try:
-            platform.wait_ready(timeout=60)
+        with platform.running(timeout=60):
             yield platform
-        finally:
-            platform.stop()
 
 
 def local_env(stack: Stack) -> dict[str, str]:

@@ -43,12 +43,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             sink_port=free_port(),
             extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100", "LANTERN_HTTP_INSTRUMENTATION": request.param},
         )
-        platform.start()
-        try:
-            platform.wait_ready(timeout=60)
+        with platform.running(timeout=60):
             yield platform
-        finally:
-            platform.stop()
 
 
 @pytest.fixture

@@ -151,12 +151,8 @@ def platform(copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             sink_port=free_port(),
             extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100", "PYTHONPATH": str(copy / "apps")},
         )
-        stack.start()
-        try:
-            stack.wait_ready(timeout=60)
+        with stack.running(timeout=60):
             yield stack
-        finally:
-            stack.stop()
 
 
 def test_shipping_runs_beside_the_five_and_joins_the_orders_trace(platform: Stack) -> None:
