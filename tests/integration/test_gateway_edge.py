@@ -144,28 +144,23 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 # Who gets in
 
 
+def signed_by(key: str | None, algorithm: str, **claims: Any) -> dict[str, str]:
+    return bearer(jwt.encode({"exp": int(time.time()) + 60, **claims}, key, algorithm=algorithm))
+
+
+# Each case builds its headers when it runs, not when pytest collects it: a token made at
+# collection with nbf = now + 300 s is inside the leeway by the time a long suite reaches it.
 @pytest.mark.parametrize(
-    ("headers", "error"),
+    ("make_headers", "error", "reason"),
     [
-        ({}, None),
-        ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, None),
-        (bearer("not-a-jwt"), "invalid_token"),
-        (bearer(token(exp=int(time.time()) - 120)), "invalid_token"),
-        (bearer(token(nbf=int(time.time()) + 300)), "invalid_token"),
-        (
-            bearer(jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "x" * 48, algorithm="HS256")),
-            "invalid_token",
-        ),
-        (
-            bearer(jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")),
-            "invalid_token",
-        ),
-        (
-            bearer(
-                jwt.encode({"scope": "orders:write", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
-            ),
-            "invalid_token",
-        ),
+        (dict, None, "bearer token is required"),
+        (lambda: {"Authorization": "Basic YWxpY2U6c2VjcmV0"}, None, "bearer token is required"),
+        (lambda: bearer("not-a-jwt"), "invalid_token", "malformed"),
+        (lambda: bearer(token(exp=int(time.time()) - 120)), "invalid_token", "expired"),
+        (lambda: bearer(token(nbf=int(time.time()) + 300)), "invalid_token", "not valid yet"),
+        (lambda: signed_by("x" * 48, "HS256", sub="alice"), "invalid_token", "signature"),
+        (lambda: signed_by(None, "none", sub="alice"), "invalid_token", "'none'"),
+        (lambda: signed_by(SECRET, "HS256", scope="orders:write"), "invalid_token", "sub"),
     ],
     ids=[
         "missing",
@@ -179,12 +174,17 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     ],
 )
 async def test_a_request_without_a_valid_token_is_401_with_a_bearer_challenge_and_never_forwarded(
-    gateway: Callable[..., Any], upstream: tuple[str, FastAPI], headers: dict[str, str], error: str | None
+    gateway: Callable[..., Any],
+    upstream: tuple[str, FastAPI],
+    make_headers: Callable[[], dict[str, str]],
+    error: str | None,
+    reason: str,
 ) -> None:
     before = len(upstream[1].state.seen)
     async with gateway() as client:
-        response = await place(client, headers)
-    assert_problem(response, 401)
+        response = await place(client, make_headers())
+    body = assert_problem(response, 401)
+    assert reason in body["detail"]
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith('Bearer realm="lantern"')
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
