@@ -33,11 +33,10 @@ lint: $(STAMP)
 traces: $(STAMP)
 	$(BIN)/lantern --local trace --last 3
 
-# The order flow's dead letters; replay with:
-#   .venv/bin/python -m lantern_runtime.messaging.deadletters replay --queue <queue>
+# Every work queue's dead letters (lantern --local dead-letters list); replay with:
+#   .venv/bin/lantern --local dead-letters replay --queue <queue>
 dead-letters: $(STAMP)
-	$(BIN)/python -m lantern_runtime.messaging.deadletters list \
-	  --queue payments.order-events --queue orders.payment-results --queue notifier.order-outcomes
+	$(BIN)/lantern --local dead-letters list
 
 clean:
 	rm -rf $(VENV) .lantern

@@ -100,8 +100,8 @@ def history_of(service: str) -> MigrationHistory:
         module = importlib.import_module(f"{service}.migrations")
     except ModuleNotFoundError as error:
         raise LookupError(
-            f"{service!r} has no migration history ({service}.migrations); "
-            "the services with a database are orders, payments and notifier"
+            f"{service!r} has no migration history: no module {service}.migrations defining HISTORY "
+            "(each service with a database has one; see docs/adding-a-service.md)"
         ) from error
     return cast("MigrationHistory", module.HISTORY)
 
