@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import time
 import uuid
+from typing import Any
 
 import aio_pika
 import httpx
@@ -26,12 +28,13 @@ OUTCOMES = ("order.confirmed", "order.cancelled")
 
 async def run(
     gateway: str, amqp_url: str, token: str, rate: float, orders: int, drain: float, in_flight: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Offer `rate` orders/s; or, with `in_flight`, keep that many orders unfinished at any time
     (closed loop: as fast as the platform completes them, with no backlog building up)."""
     placed: dict[str, float] = {}
     finished: dict[str, float] = {}
-    errors = 0
+    # Why each failed order failed: a status code, or the client's exception.
+    errors: collections.Counter[str] = collections.Counter()
     all_done = asyncio.Event()
     window = asyncio.Semaphore(in_flight or orders)
 
@@ -54,18 +57,17 @@ async def run(
     await outcomes.consume(on_outcome)
 
     async def place(client: httpx.AsyncClient) -> None:
-        nonlocal errors
         started = time.perf_counter()
         try:
             response = await client.post(
                 "/api/orders", json=ORDER, headers={"Idempotency-Key": str(uuid.uuid4())}
             )
-        except httpx.HTTPError:
-            errors += 1
+        except httpx.HTTPError as error:
+            errors[f"{type(error).__name__}: {error}"[:200]] += 1
             window.release()
             return
         if response.status_code != 202:
-            errors += 1
+            errors[f"{response.status_code}: {response.text}"[:200]] += 1
             window.release()
             return
         placed[response.json()["order_id"]] = started
@@ -97,7 +99,8 @@ async def run(
         "offered_per_s": orders / offered_s,
         "placed": len(placed),
         "completed": count,
-        "errors": errors,
+        "errors": errors.total(),
+        "error_kinds": dict(errors),
         "orders_per_s": count / (last - start) if count else 0.0,
         "p50_ms": latencies[count // 2] * 1000 if count else 0.0,
         "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000 if count else 0.0,

@@ -282,7 +282,8 @@ def benchmark(rate: float, seconds: float, warmup: float, database: str = "sqlit
             )
     result.notes.append(
         f"load: {summary['placed']} of {orders} orders accepted, {summary['completed']} completed, "
-        f"{summary['errors']} failed, {summary['orders_per_s']:.1f}/s; {series.requests[-1]} requests and "
+        f"{summary['errors']} failed {summary.get('error_kinds') or ''}, "
+        f"{summary['orders_per_s']:.1f}/s; {series.requests[-1]} requests and "
         f"{series.messages[-1]} messages counted; series in {_write_series(series)}"
     )
     return result

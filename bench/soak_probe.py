@@ -6,6 +6,7 @@ process it starts `tracemalloc` (LANTERN_SOAK_PROBE_FRAMES frames) at interprete
 a thread records every few seconds what the process holds, by who holds it:
 
 - rss: the resident set (/proc/self/statm);
+- blocks, gc_objects: Python's allocated blocks and the collector's tracked objects;
 - traced: what Python's allocators hand out (tracemalloc), and tracemalloc's own bookkeeping;
 - sqlite: what SQLite's allocator holds (sqlite3_memory_used: page caches, statements, schema);
 - malloc: glibc's view (mallinfo2: bytes in use, free in arenas, mmapped).
@@ -100,6 +101,9 @@ def sample(libc: Any, sqlite: Any) -> dict[str, Any]:
     traced, _peak = tracemalloc.get_traced_memory()
     return {
         "rss": _rss(),
+        # Python objects alive, cheaply and without tracemalloc: what a leak of objects grows.
+        "blocks": sys.getallocatedblocks(),
+        "gc_objects": len(gc.get_objects()),
         "traced": traced,
         "tracemalloc_overhead": tracemalloc.get_tracemalloc_memory(),
         "sqlite": sqlite.sqlite3_memory_used() if sqlite is not None else 0,
@@ -206,7 +210,8 @@ def _diff(args: argparse.Namespace) -> None:
                 f"tm {row['tracemalloc_overhead'] / 2**20:5.1f}  "
                 f"sqlite caches {len(row.get('sqlite_page_caches', []))}x "
                 f"{sum(row.get('sqlite_page_caches', [])) / 2**20:5.1f}  "
-                f"malloc {row['malloc_in_use'] / 2**20:6.1f}  free {row['malloc_free'] / 2**20:5.1f}"
+                f"malloc {row['malloc_in_use'] / 2**20:6.1f}  free {row['malloc_free'] / 2**20:5.1f}  "
+                f"blocks {row.get('blocks', 0):8d}  objects {row.get('gc_objects', 0):7d}"
             )
         snaps = sorted(out.glob(f"{name}-*.snap"))
         if len(snaps) < 2:
