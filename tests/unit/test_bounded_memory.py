@@ -22,19 +22,12 @@ from opentelemetry.trace import SpanContext
 
 from lantern_runtime.resilience import CircuitBreaker, RetryBudget, UpstreamClient
 from lantern_runtime.telemetry.tracer import SdkTracing, lean_tracer
+from tests.unit.clock import Clock
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from opentelemetry.sdk.trace import ReadableSpan
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def allocated_by(run: object) -> int:

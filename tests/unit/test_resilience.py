@@ -23,17 +23,10 @@ from lantern_runtime.resilience import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from tests.unit.clock import Clock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_breaker_opens_after_the_threshold_of_consecutive_failures() -> None:
