@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
+from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError, ProbableAuthenticationError
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_random_exponential
 
 from lantern_runtime.heap import freeze_startup_objects
@@ -216,6 +216,12 @@ def explain(error: BaseException, url: str) -> str:
             return (
                 f"RabbitMQ refused vhost {parts.path.lstrip('/') or '/'!r} for user {parts.username!r}: "
                 "does it exist, and has the user permissions on it?"
+            )
+        if isinstance(cause, ChannelPreconditionFailed):
+            # Waited for like the rest: once the operator deletes the queue, the next try works.
+            return (
+                f"RabbitMQ holds a queue declared with other arguments ({cause}); "
+                "it was declared by another version: drain and delete it (README, Messaging: Upgrading)"
             )
         sqlstate = getattr(cause, "sqlstate", None)
         if sqlstate in _REFUSED_LOGIN:

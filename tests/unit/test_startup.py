@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import httpx
 import pytest
-from aiormq.exceptions import ProbableAuthenticationError
+from aiormq.exceptions import ChannelPreconditionFailed, ProbableAuthenticationError
 from sqlalchemy.exc import DBAPIError
 
 from devstack.loopback import free_port
@@ -277,6 +277,15 @@ def sqlalchemy_wrapped(driver_error: Exception) -> DBAPIError:
             "nothing listens on postgres:5432 (connection refused)",
         ),
         (TimeoutError(), DATABASE_URL, "no answer in time"),
+        (
+            ChannelPreconditionFailed(
+                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'payments.order-events'"
+            ),
+            BROKER_URL,
+            "RabbitMQ holds a queue declared with other arguments (PRECONDITION_FAILED - inequivalent "
+            "arg 'x-queue-type' for queue 'payments.order-events'); it was declared by another "
+            "version: drain and delete it (README, Messaging: Upgrading)",
+        ),
         (ValueError("odd"), DATABASE_URL, "ValueError: odd"),
     ],
 )
