@@ -21,7 +21,7 @@ SERVICE_NAME = "bank"
 
 def create_app(settings: BankSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
     readiness = Readiness({})
-    ledger = Ledger(settings.bank_approval_limit)
+    ledger = Ledger(settings.bank_approval_limit, max_records=settings.bank_ledger_size)
     app = service_app(
         SERVICE_NAME,
         subject_secret=settings.gateway_subject_secret,

@@ -32,11 +32,27 @@ class AuthorizationRecord:
 
 
 class Ledger:
-    """In memory: the simulator's state lives as long as its process, like a sandbox account."""
+    """In memory: the simulator's state lives as long as its process, like a sandbox account.
 
-    def __init__(self, approval_limit: Decimal) -> None:
+    It holds the `max_records` latest authorizations and forgets the oldest beyond them, as a
+    provider expires its idempotency keys: a key must outlive every retry that may repeat it
+    (payments' retries end within minutes), not the process."""
+
+    def __init__(self, approval_limit: Decimal, max_records: int = 100_000) -> None:
+        if max_records < 1:
+            raise ValueError(f"the ledger must hold at least one record, not {max_records}")
         self._approval_limit = approval_limit
+        self._max_records = max_records
+        # Insertion order is age: a void rewrites its key's record in place.
         self._by_key: dict[str, AuthorizationRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def _keep(self, record: AuthorizationRecord) -> None:
+        self._by_key[record.idempotency_key] = record
+        while len(self._by_key) > self._max_records:
+            del self._by_key[next(iter(self._by_key))]
 
     def authorize(self, key: str, order_id: str, amount: Decimal) -> tuple[AuthorizationRecord, bool]:
         """Returns (record, created); the same key and request always give the same record."""
@@ -60,7 +76,7 @@ class Ledger:
             reason=None if approved else f"amount {amount} exceeds the limit {self._approval_limit}",
             created_at=datetime.now(UTC),
         )
-        self._by_key[key] = record
+        self._keep(record)
         return record, True
 
     def void(self, key: str, order_id: str) -> AuthorizationRecord:
@@ -78,7 +94,7 @@ class Ledger:
             reason="voided by the merchant",
             created_at=existing.created_at if existing else datetime.now(UTC),
         )
-        self._by_key[key] = record
+        self._keep(record)
         return record
 
     def for_order(self, order_id: str | None) -> list[AuthorizationRecord]:

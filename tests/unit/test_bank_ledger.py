@@ -44,3 +44,23 @@ def test_a_void_before_the_authorization_blocks_it() -> None:
     ledger.void("k", "o1")
     record, _ = ledger.authorize("k", "o1", Decimal("5"))
     assert record.status == "voided"
+
+
+def test_the_ledger_keeps_its_latest_records_and_forgets_the_oldest_beyond_its_size() -> None:
+    ledger = Ledger(Decimal("10"), max_records=100)
+    for i in range(10_000):
+        ledger.authorize(f"k{i}", f"o{i}", Decimal("5"))
+    assert len(ledger) == 100
+    assert ledger.for_order("o0") == []
+    kept = ledger.for_order("o9999")
+    again, created = ledger.authorize("k9999", "o9999", Decimal("5"))
+    assert (again, created) == (kept[0], False)
+
+
+def test_a_void_keeps_its_key_without_growing_the_ledger() -> None:
+    ledger = Ledger(Decimal("10"), max_records=2)
+    ledger.authorize("k1", "o1", Decimal("5"))
+    ledger.authorize("k2", "o2", Decimal("5"))
+    ledger.void("k2", "o2")
+    assert len(ledger) == 2
+    assert [r.status for r in ledger.for_order(None)] == ["approved", "voided"]
