@@ -25,11 +25,14 @@ def running(
     traced: bool,
     otlp_endpoint: str,
     services: tuple[str, ...] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Start the services (all five by default), wait until ready, stop them afterwards."""
+    """Start the services (all five by default), with `env` added to each one's environment,
+    wait until ready, stop them afterwards."""
     extra = {
         "GATEWAY_RATE_LIMIT": UNLIMITED,
         **({"OTEL_TRACES_SAMPLER": "always_on"} if traced else {"OTEL_SDK_DISABLED": "true"}),
+        **(env or {}),
     }
     stack = Stack(
         workdir,

@@ -155,7 +155,7 @@ def install() -> None:
 def _run(args: argparse.Namespace) -> None:
     from bench.infra import workplace
     from bench.platform import running
-    from bench.soak import SERVICES, analyse, databases, soak
+    from bench.soak import SERVICES, SOAK_ENV, analyse, databases, soak
     from devstack.stack import Stack
 
     out = Path(args.out).resolve()
@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace) -> None:
     with (
         workplace() as (amqp_url, tmp, endpoint),
         databases(args.database, tmp),
-        running(tmp / "probe", amqp_url, traced=True, otlp_endpoint=endpoint) as stack,
+        running(tmp / "probe", amqp_url, traced=True, otlp_endpoint=endpoint, env=SOAK_ENV) as stack,
     ):
         time.sleep(5)
         series, summary = soak(stack, amqp_url, args.rate, args.seconds)
