@@ -36,7 +36,7 @@ def benchmark(rounds: int, rate: float, seconds: float) -> Benchmark:
                 if sample["completed"] < orders:
                     result.notes.append(
                         f"{variant} round {round_number + 1}: {sample['completed']} of {orders} orders "
-                        f"completed, {sample['errors']} POSTs failed {sample.get('error_kinds') or ''}"
+                        f"completed, {sample['errors']} POSTs failed {sample.get('error_kinds', '')}"
                     )
                 result.add(variant, sample)
                 print(

@@ -291,11 +291,17 @@ def benchmark(rate: float, seconds: float, warmup: float, database: str = DEFAUL
             )
     result.notes.append(
         f"load: {summary['placed']} of {orders} orders accepted, {summary['completed']} completed, "
-        f"{summary['errors']} failed {summary.get('error_kinds') or ''}, "
+        f"{summary['errors']} failed{_why(summary)}, "
         f"{summary['orders_per_s']:.1f}/s; {series.requests[-1]} requests and "
         f"{series.messages[-1]} messages counted; series in {_write_series(series)}"
     )
     return result
+
+
+def _why(summary: dict[str, Any]) -> str:
+    """The load's failures by kind, e.g. ` (503: upstream unavailable: 1)`; nothing if none."""
+    kinds = summary.get("error_kinds") or {}
+    return " (" + "; ".join(f"{kind}: {n}" for kind, n in kinds.items()) + ")" if kinds else ""
 
 
 def _write_series(series: Series) -> Path:
