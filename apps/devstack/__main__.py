@@ -10,14 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import (
-    Stack,
-    amqp_reachable,
-    development_secret,
-    jaeger_binary,
-    jaeger_command,
-    port_free,
-)
+from devstack.stack import Stack, amqp_reachable, development_secret, jaeger_command, port_free
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
 # A day is long enough for a working session; `make run` prints a fresh token each start.
@@ -53,13 +46,14 @@ def run() -> int:
         )
         return 1
 
-    jaeger = jaeger_binary()
     stack.otlp_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if stack.otlp_endpoint is None and jaeger:
+    # Our own Jaeger only when spans go nowhere else; looked up once (it may ask Docker).
+    jaeger = jaeger_command() if stack.otlp_endpoint is None else None
+    if jaeger:
         stack.otlp_endpoint = "http://127.0.0.1:4318"
     WORKDIR.mkdir(exist_ok=True)
-    if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        stack.start_process("jaeger", jaeger_command() or [jaeger], dict(os.environ))
+    if jaeger:
+        stack.start_process("jaeger", jaeger, dict(os.environ))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -74,7 +68,7 @@ def run() -> int:
     gateway = stack.url("gateway")
     print(f"\nLantern is up: {', '.join(f'{s} {stack.url(s)}' for s in stack.services)}")
     print(f"Gateway: {gateway}   logs: {stack.log_dir}/*.log")
-    if jaeger and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if jaeger:
         print("Jaeger UI: http://127.0.0.1:16686")
     elif stack.otlp_endpoint:
         print(f"Spans go to {stack.otlp_endpoint}")

@@ -19,23 +19,12 @@ import pytest
 from lantern_runtime.smoke import ORDER, mint_token
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
 from tests.containers.images import docker
-from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
+from tests.faults.conftest import assert_settled_once, place_orders, wait_for, wait_until_final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from tests.containers.platform import Platform
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
 
 
 def needing_infra(platform: Platform) -> list[str]:

@@ -110,6 +110,16 @@ async def place_orders(
     return accepted
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
 def wait_until_final(orders_url: str, order_ids: list[str], timeout: float = 90.0) -> dict[str, str]:
     """Poll until every order is final; returns the last status seen of each."""
     deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ authorization at the bank."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from lantern_runtime.messaging import deadletters
 from order_flow.topology import PAYMENTS_QUEUE
-from tests.faults.conftest import authorizations_by_order, place_orders, wait_until_final
+from tests.faults.conftest import authorizations_by_order, place_orders, wait_for, wait_until_final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,15 +23,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
 def reason(stack: Stack, order_id: str) -> str:
     return str(httpx.get(f"{stack.url('orders')}/api/orders/{order_id}").json()["status_reason"])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.25)
-    return True
 
 
 def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_voided(
