@@ -1,4 +1,5 @@
-"""POST /authorizations (idempotent by key, with injected faults) and GET /authorizations."""
+"""POST /authorizations (idempotent by key, with injected faults) and GET /authorizations (one
+order's, at most `limit`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import random
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from bank.ledger import KeyReused
+from lantern_runtime.listing import DEFAULT_LIMIT, Limit, OrderId
 
 if TYPE_CHECKING:
     from bank.ledger import Ledger
@@ -73,9 +75,7 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from error
 
     @router.get("/authorizations")
-    async def list_authorizations(
-        order_id: Annotated[str | None, Query()] = None,
-    ) -> list[dict[str, Any]]:
-        return [record.as_json() for record in ledger.for_order(order_id)]
+    async def list_authorizations(order_id: OrderId, limit: Limit = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+        return [record.as_json() for record in ledger.for_order(order_id, limit=limit)]
 
     return router

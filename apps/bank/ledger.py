@@ -6,6 +6,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 
@@ -97,5 +98,6 @@ class Ledger:
         self._keep(record)
         return record
 
-    def for_order(self, order_id: str | None) -> list[AuthorizationRecord]:
-        return [r for r in self._by_key.values() if order_id is None or r.order_id == order_id]
+    def for_order(self, order_id: str, *, limit: int) -> list[AuthorizationRecord]:
+        """The first `limit` records of `order_id`, oldest first."""
+        return list(islice((r for r in self._by_key.values() if r.order_id == order_id), limit))

@@ -96,10 +96,14 @@ class NotificationSender(Notifications):
         if response.status_code >= 400:
             raise WebhookFailed(f"webhook answered {response.status_code}")
 
-    async def for_order(self, order_id: str | None) -> list[dict[str, Any]]:
-        query = select(notifications).order_by(notifications.c.sent_at)
-        if order_id is not None:
-            query = query.where(notifications.c.order_id == order_id)
+    async def for_order(self, order_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` notifications of `order_id`, oldest first."""
+        query = (
+            select(notifications)
+            .where(notifications.c.order_id == order_id)
+            .order_by(notifications.c.sent_at)
+            .limit(limit)
+        )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [{**row._asdict(), "sent_at": row.sent_at.isoformat()} for row in rows]

@@ -19,7 +19,13 @@ import pytest
 from lantern_runtime.smoke import ORDER, mint_token
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
 from tests.containers.images import docker
-from tests.faults.conftest import assert_settled_once, place_orders, wait_for, wait_until_final
+from tests.faults.conftest import (
+    assert_settled_once,
+    authorizations_by_order,
+    place_orders,
+    wait_for,
+    wait_until_final,
+)
 
 if TYPE_CHECKING:
     from tests.containers.platform import Platform
@@ -111,13 +117,16 @@ def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing
     started(platform)
     accepted: list[str] = []
     burst = threading.Thread(
-        target=lambda: accepted.extend(asyncio.run(place_orders(platform.url("orders"), 60)))
+        target=lambda: asyncio.run(place_orders(platform.url("orders"), 60, accepted=accepted))
     )
     burst.start()
     deadline = time.monotonic() + 60
-    while (
-        len(httpx.get(f"{platform.url('bank')}/authorizations").json()) < 10 and time.monotonic() < deadline
-    ):
+    authorized: set[str] = set()
+    # Killed once payments is at work: ten of the burst's orders authorized at bank.
+    while len(authorized) < 10 and time.monotonic() < deadline:
+        waiting = [order_id for order_id in list(accepted) if order_id not in authorized]
+        found = authorizations_by_order(platform.url("bank"), waiting)
+        authorized.update(order_id for order_id, records in found.items() if records)
         time.sleep(0.05)
     docker("kill", platform.container("payments"))
     burst.join()

@@ -16,7 +16,7 @@ from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 FINAL = {"confirmed", "cancelled"}
@@ -77,13 +77,15 @@ async def place_orders(
     refused: Counter[str] | None = None,
     unanswered: list[str] | None = None,
     keepalive: bool = True,
+    accepted: list[str] | None = None,
 ) -> list[str]:
-    """POST `count` orders straight to orders; returns the ids of those accepted (202).
-    Every other outcome is counted in `refused`, by status code or exception name; the
+    """POST `count` orders straight to orders; returns the ids of those accepted (202), which
+    also go to `accepted` as they are answered (for a caller watching the burst from another
+    thread). Every other outcome is counted in `refused`, by status code or exception name; the
     Idempotency-Keys of requests that connected but got no answer go to `unanswered`. Without
     `keepalive` each request has a connection of its own, so none can be sent on a connection
     the server is closing (that race is HTTP's, not a request lost in flight)."""
-    accepted: list[str] = []
+    accepted = [] if accepted is None else accepted
     refused = Counter() if refused is None else refused
     limit = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_keepalive_connections=20 if keepalive else 0)
@@ -137,23 +139,34 @@ def wait_until_final(orders_url: str, order_ids: list[str], timeout: float = 90.
             time.sleep(0.25)
 
 
-def authorizations_by_order(bank_url: str) -> dict[str, list[str]]:
-    records = httpx.get(f"{bank_url}/authorizations", timeout=10).json()
-    found: dict[str, list[str]] = {}
-    for record in records:
-        found.setdefault(record["order_id"], []).append(record["status"])
-    return found
+def authorizations_by_order(bank_url: str, order_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The statuses of each order's authorizations at bank (an empty list for none), asked order
+    by order: bank lists one order's records only."""
+    with httpx.Client(base_url=bank_url, timeout=10) as client:
+        return {
+            order_id: [r["status"] for r in _listed(client, "/authorizations", order_id)]
+            for order_id in order_ids
+        }
 
 
-def notifications_by_order(notifier_url: str) -> Counter[str]:
-    return Counter(n["order_id"] for n in httpx.get(f"{notifier_url}/notifications", timeout=10).json())
+def notifications_by_order(notifier_url: str, order_ids: Iterable[str]) -> Counter[str]:
+    """How many notifications each order has had, asked order by order."""
+    with httpx.Client(base_url=notifier_url, timeout=10) as client:
+        return Counter({order_id: len(_listed(client, "/notifications", order_id)) for order_id in order_ids})
+
+
+def _listed(client: httpx.Client, path: str, order_id: str) -> list[dict[str, Any]]:
+    response = client.get(path, params={"order_id": order_id})
+    response.raise_for_status()
+    records: list[dict[str, Any]] = response.json()
+    return records
 
 
 def assert_settled_once(stack: Stack, statuses: dict[str, str]) -> None:
     """Every order final; each confirmed one authorized exactly once at bank and not voided;
     no cancelled one left with a live authorization; one notification each."""
     assert {s for s in statuses.values()} <= FINAL, Counter(statuses.values())
-    authorizations = authorizations_by_order(stack.url("bank"))
+    authorizations = authorizations_by_order(stack.url("bank"), statuses)
     for order_id, status in statuses.items():
         records = authorizations.get(order_id, [])
         if status == "confirmed":
@@ -162,7 +175,7 @@ def assert_settled_once(stack: Stack, statuses: dict[str, str]) -> None:
             assert "approved" not in records, (order_id, records)
     deadline = time.monotonic() + 15
     while True:
-        notified = notifications_by_order(stack.url("notifier"))
+        notified = notifications_by_order(stack.url("notifier"), statuses)
         if all(notified[o] >= 1 for o in statuses) or time.monotonic() > deadline:
             break
         time.sleep(0.25)

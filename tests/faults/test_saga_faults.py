@@ -36,7 +36,7 @@ def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_v
 
     # payments returns: it authorizes the stale order.created, then voids on order.cancelled.
     stack.start_service("payments")
-    assert wait_for(lambda: authorizations_by_order(stack.url("bank")).get(order_id) == ["voided"])
+    assert wait_for(lambda: authorizations_by_order(stack.url("bank"), [order_id])[order_id] == ["voided"])
     assert httpx.get(f"{stack.url('orders')}/api/orders/{order_id}").json()["status"] == "cancelled"
 
 
@@ -58,4 +58,4 @@ def test_with_the_bank_down_the_payment_is_declined_and_the_void_waits_in_dead_l
     stack.start_service("bank")
     stack.wait_ready()
     assert asyncio.run(deadletters.replay(stack.amqp_url, PAYMENTS_QUEUE.name)) == 1
-    assert wait_for(lambda: authorizations_by_order(stack.url("bank")).get(order_id) == ["voided"])
+    assert wait_for(lambda: authorizations_by_order(stack.url("bank"), [order_id])[order_id] == ["voided"])
