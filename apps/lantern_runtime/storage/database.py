@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """An engine whose errors and logs name a statement's SQL but never its parameters: a
+    failed statement's text reaches logs and spans, and its values are customers' data."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -36,7 +38,7 @@ def create_engine(url: str) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN")
 
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
 
