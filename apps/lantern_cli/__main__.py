@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="a development token signed with the gateway's secret")
     token.add_argument("--scopes", default="orders:write,orders:read", help="comma-separated")
     token.add_argument("--subject", default="operator")
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default: 3600)")
+    token.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds (default: 3600, at most 86400: 24 h)"
+    )
 
     new = sub.add_parser("new-service", help="add a consumer service (docs/adding-a-service.md)")
     new.add_argument("name", help="lowercase letters and digits: package, Service and database name")
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
         if not scopes:
             raise Refused("--scopes names no scope; e.g. --scopes orders:write,orders:read")
+        # Before a target is chosen: a cluster target connects to the cluster.
+        commands.token_ttl(args.ttl)
     target = choose_target(args)
     if args.command == "status":
         return commands.status(target)

@@ -39,6 +39,9 @@ TRACE_ID = re.compile(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}")
 ORDER_TAG = "messaging.message.id"
 # How far back an order's trace or the latest traces are looked for.
 ORDER_LOOKBACK, LATEST_LOOKBACK = "7d", "1d"
+# A minted token is for a working session (make run's lasts a day); a longer-lived one is a
+# credential that outlives its purpose, and the gateway cannot revoke it.
+MAX_TOKEN_TTL = 24 * 3600.0
 
 
 def status(target: Target) -> int:
@@ -188,7 +191,19 @@ def dead_letters_replay(target: Target, queue: str, *, message_id: str | None, l
     return 0
 
 
+def token_ttl(seconds: float) -> float:
+    """`seconds` when a token may live that long; Refused naming the bounds otherwise."""
+    # A token's expiry is in whole seconds, so less than one would be expired when minted.
+    if not 1 <= seconds <= MAX_TOKEN_TTL:  # NaN is refused too
+        raise Refused(
+            f"--ttl {seconds:g} is out of range: a token lives at least 1 and at most "
+            f"{MAX_TOKEN_TTL:g} seconds (24 h)"
+        )
+    return seconds
+
+
 def token(target: Target, *, scopes: list[str], subject: str, ttl: float) -> int:
+    ttl = token_ttl(ttl)
     key = target.token_key()
     print(
         issue_token(
