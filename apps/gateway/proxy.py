@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -30,8 +30,12 @@ FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key")
 # Content-Type included, so a service's problem+json reaches the client as it was sent.
 RELAYED_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
 SUBJECT_SAFE = "@:|/+=._-~"
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(rb"[\[\]{}]")
+# Every byte but a bracket is dropped by the depth scan; braces count as brackets.
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_OPEN = ord("[")
+# Bodies larger than this are scanned in a worker thread, so the event loop keeps serving.
+SCAN_IN_THREAD_BYTES = 64 * 1024
 
 
 def _pick(headers: httpx.Headers | Iterable[tuple[str, str]], names: tuple[str, ...]) -> dict[str, str]:
@@ -55,13 +59,48 @@ def _too_large(limit: int) -> Problem:
     return Problem(413, f"the body exceeds {limit} bytes", title="Content Too Large")
 
 
-def json_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest; brackets inside strings do not count."""
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON: type/subtype compared case-insensitively, parameters
+    ignored; `json` or any `+json` suffix (application/problem+json, application/vnd.x+json).
+    No Content-Type counts too: some parsers (FastAPI with strict_content_type off) read JSON."""
+    if not content_type:
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    _, slash, subtype = media_type.partition("/")
+    return bool(slash) and (subtype == "json" or subtype.endswith("+json"))
+
+
+def json_depth(body: bytes, limit: int | None = None) -> int:
+    """How deeply arrays and objects nest; brackets inside strings do not count.
+
+    Linear in the body's length whatever it holds: each step is one pass, and the passes
+    before the loop run at C speed. Past `limit` it stops and returns a depth over it.
+    A JSON parser agrees with this up to the first syntax error, where it stops anyway.
+    """
+    # Escapes first: each pair of backslashes is one literal backslash, then an escaped quote
+    # is not a quote. No backslash is left next to another, so no new escape appears.
+    text = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Between quotes is inside a string: every other piece is outside. The tail after an
+    # unterminated string's opening quote is dropped, as a parser never reads it as structure.
+    if b'"' in text:
+        text = b"".join(text.replace(b'""', b"").split(b'"')[::2])
     depth = deepest = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub(b'""', body)):
-        depth += 1 if bracket in (b"[", b"{") else -1
-        deepest = max(deepest, depth)
+    for byte in text.translate(_BRACES_AS_BRACKETS, _NOT_BRACKETS):
+        if byte == _OPEN:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if limit is not None and deepest > limit:
+                    return deepest
+        else:
+            depth -= 1
     return deepest
+
+
+async def nests_deeper_than(body: bytes, limit: int) -> bool:
+    if len(body) > SCAN_IN_THREAD_BYTES:
+        return await asyncio.to_thread(json_depth, body, limit) > limit
+    return json_depth(body, limit) > limit
 
 
 async def forward(
@@ -75,7 +114,7 @@ async def forward(
 ) -> Response:
     """Relay the request; 503 (504 on a timeout) with Retry-After when no answer comes."""
     body = await read_body(request, max_body_bytes)
-    if "json" in request.headers.get("content-type", "") and json_depth(body) > max_json_depth:
+    if is_json(request.headers.get("content-type")) and await nests_deeper_than(body, max_json_depth):
         raise Problem(400, f"the JSON body nests deeper than {max_json_depth} levels")
     headers = _pick(request.headers.items(), FORWARDED_REQUEST_HEADERS)
     headers[REQUEST_ID_HEADER] = request.state.request_id
