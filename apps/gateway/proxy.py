@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import httpx
 from fastapi import Response
@@ -13,7 +12,7 @@ from fastapi import Response
 from gateway.edge import REQUEST_ID_HEADER
 from lantern_runtime.problems import Problem
 from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
-from lantern_runtime.subject import SIGNATURE_HEADER, SUBJECT_HEADER, sign_subject
+from lantern_runtime.subject import SignedSubject
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -29,7 +28,6 @@ logger = logging.getLogger(__name__)
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "idempotency-key")
 # Content-Type included, so a service's problem+json reaches the client as it was sent.
 RELAYED_RESPONSE_HEADERS = ("content-type", "location", "retry-after")
-SUBJECT_SAFE = "@:|/+=._-~"
 # Every byte but a bracket is dropped by the depth scan; braces count as brackets.
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 _BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
@@ -118,17 +116,17 @@ async def forward(
         raise Problem(400, f"the JSON body nests deeper than {max_json_depth} levels")
     headers = _pick(request.headers.items(), FORWARDED_REQUEST_HEADERS)
     headers[REQUEST_ID_HEADER] = request.state.request_id
-    # Percent-encoded, so any subject fits in a header; ASCII subjects (the usual) go unchanged.
-    subject = quote(principal.subject, safe=SUBJECT_SAFE)
-    headers[SUBJECT_HEADER] = subject
+    # Signed per attempt (a retry gets a fresh timestamp) over the method and path httpx sends,
+    # for the route's service only; without a key no service could trust a subject: none is sent.
+    signed = None
     if subject_secret:
-        headers[SIGNATURE_HEADER] = sign_subject(subject_secret, subject)
+        signed = SignedSubject(subject_secret, principal.subject, service=upstream.name)
     # The path and query as the client encoded them: decoding and re-encoding could change them.
     target = request.scope["raw_path"].decode("latin-1")
     if request.scope["query_string"]:
         target += "?" + request.scope["query_string"].decode("latin-1")
     try:
-        answer = await upstream.request(request.method, target, content=body, headers=headers)
+        answer = await upstream.request(request.method, target, content=body, headers=headers, auth=signed)
     except httpx.InvalidURL as error:
         raise Problem(400, f"the request target cannot be forwarded: {error}") from error
     except UpstreamError as error:

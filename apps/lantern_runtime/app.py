@@ -12,7 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 from lantern_runtime.health import health_router
 from lantern_runtime.heap import freeze_startup_objects
 from lantern_runtime.problems import install_problem_handlers
-from lantern_runtime.subject import TrustedSubject
+from lantern_runtime.subject import DEFAULT_MAX_AGE, TrustedSubject
 from lantern_runtime.telemetry import instrument_app
 
 if TYPE_CHECKING:
@@ -52,18 +52,20 @@ def service_app(
     description: str = "",
     outer_middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
     subject_secret: str | None = None,
+    subject_max_age: float = DEFAULT_MAX_AGE,
     **fastapi_options: Any,
 ) -> ServiceApp:
     """`outer_middleware` wraps the app outside the server span, first listed outermost;
-    `subject_secret` (GATEWAY_SUBJECT_SECRET) lets the app trust the gateway's signed
-    X-Lantern-Subject; `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
+    `subject_secret` (GATEWAY_SUBJECT_SECRET) lets the app trust the gateway's X-Lantern-Subject
+    signed for `name` within `subject_max_age` seconds (and refuse any other copy with 401);
+    `fastapi_options` go to FastAPI (e.g. `version`, `openapi_tags`)."""
     # FastAPI's own telemetry stays off: instrument_app puts the server spans in.
     off = TelemetryConfig(tracing=False, metrics=False, logs=False, operation_spans=False)
     app = ServiceApp(
         title=name, description=description, lifespan=_settling(lifespan), telemetry=off, **fastapi_options
     )
     install_problem_handlers(app)
-    app.add_middleware(TrustedSubject, secret=subject_secret)
+    app.add_middleware(TrustedSubject, secret=subject_secret, service=name, max_age=subject_max_age)
     app.include_router(health_router(readiness))
     for router in routers:
         app.include_router(router)

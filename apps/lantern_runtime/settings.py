@@ -17,8 +17,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long a service drains in-flight work on SIGTERM; the chart's grace period exceeds it.
     shutdown_timeout: float = Field(default=20.0, gt=0)
-    # Shared with the gateway: a request's X-Lantern-Subject is trusted only when signed with it.
+    # Shared with the gateway by the services that act for a caller (orders): a request's
+    # X-Lantern-Subject is trusted only when signed with it, for this method, path and service.
     gateway_subject_secret: str | None = None
+    # Seconds a subject signature stays valid: a captured one stops working after that.
+    gateway_subject_max_age: float = Field(default=10.0, gt=0, le=300)
 
 
 class BrokerSettings(ServiceSettings):
@@ -39,6 +42,9 @@ class BrokerSettings(ServiceSettings):
     handler_timeout: float = Field(default=30.0, gt=0)
     # Seconds to wait for the broker to confirm a publish before it counts as failed.
     publish_timeout: float = Field(default=5.0, gt=0)
+    # The largest message body a publish may carry: the broker's max_message_size (the chart sets
+    # both from rabbitmq.maxMessageBytes). A larger one is refused before it is sent.
+    broker_max_message_bytes: int = Field(default=1024 * 1024, ge=1)
     # Serve the service's AsyncAPI document at /asyncapi (HTML) and /asyncapi.json: for development.
     asyncapi_docs: bool = Field(
         default=False, validation_alias=AliasChoices("LANTERN_ASYNCAPI_DOCS", "asyncapi_docs")
