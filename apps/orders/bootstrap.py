@@ -63,6 +63,7 @@ def create_app(settings: OrdersSettings, telemetry: Telemetry) -> tuple[FastAPI,
     app = service_app(
         SERVICE_NAME,
         subject_secret=settings.gateway_subject_secret,
+        subject_max_age=settings.gateway_subject_max_age,
         readiness=readiness,
         telemetry=telemetry,
         routers=[

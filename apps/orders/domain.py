@@ -7,9 +7,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+# What the orders.customer_id column (String(200)) holds.
+MAX_CUSTOMER_ID = 200
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# The largest total the orders.total column (Numeric(14, 2)) holds.
+MAX_TOTAL = Decimal("999999999999.99")
 
 
 class OrderStatus(StrEnum):
@@ -27,20 +31,39 @@ class OrderLine(BaseModel):
 
 
 class PlaceOrder(BaseModel):
-    """The command a client sends to place an order."""
+    """The command a client sends to place an order. The customer is the caller (the token's
+    subject); `customer_id` may be left out, and when sent it must be the caller's own."""
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: NonEmpty
-    items: list[OrderLine] = Field(min_length=1, max_length=100)
+    customer_id: NonEmpty | None = Field(
+        default=None, description="Optional; when sent, it must equal the token's subject."
+    )
+    items: list[OrderLine] = Field(
+        min_length=1, max_length=100, description=f"The order's total may be at most {MAX_TOTAL}."
+    )
+
+    @field_validator("items")
+    @classmethod
+    def _total_fits(cls, items: list[OrderLine]) -> list[OrderLine]:
+        total = _total(items)
+        if total > MAX_TOTAL:
+            raise ValueError(f"the order total {total} exceeds the maximum of {MAX_TOTAL}")
+        return items
 
     @property
     def total(self) -> Decimal:
-        return sum((line.unit_price * line.quantity for line in self.items), Decimal("0"))
+        return _total(self.items)
 
-    def fingerprint(self) -> str:
-        """Identifies the request's content, so a reused Idempotency-Key can be told apart."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+    def fingerprint(self, customer_id: str) -> str:
+        """Identifies the request's content for `customer_id`, so a reused Idempotency-Key can be
+        told apart; the same with or without the body's customer_id (it can only be theirs)."""
+        placed = self.model_copy(update={"customer_id": customer_id})
+        return hashlib.sha256(placed.model_dump_json().encode()).hexdigest()
+
+
+def _total(items: list[OrderLine]) -> Decimal:
+    return sum((line.unit_price * line.quantity for line in items), Decimal("0"))
 
 
 class InvalidTransition(Exception):

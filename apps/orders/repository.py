@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request body."""
+    """The customer used the Idempotency-Key before with a different request body."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +86,22 @@ class OrderRepository(PaymentResults):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def get(self, order_id: str) -> OrderRecord | None:
+    async def get(self, order_id: str, *, customer_id: str | None = None) -> OrderRecord | None:
+        """The order, or None; with `customer_id`, None too when it is another customer's."""
+        query = select(orders).where(orders.c.id == order_id)
+        if customer_id is not None:
+            query = query.where(orders.c.customer_id == customer_id)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
+            row = (await conn.execute(query)).first()
         return _record(row) if row else None
 
-    async def place(self, command: PlaceOrder, idempotency_key: str) -> tuple[OrderRecord, bool]:
-        """Store a new pending order and its OrderCreated event, or return the order placed
-        before with this key. Returns (order, created)."""
-        fingerprint = command.fingerprint()
-        existing = await self._by_key(idempotency_key, fingerprint)
+    async def place(
+        self, customer_id: str, command: PlaceOrder, idempotency_key: str
+    ) -> tuple[OrderRecord, bool]:
+        """Store a new pending order of `customer_id` and its OrderCreated event, or return the
+        order this customer placed before with this key. Returns (order, created)."""
+        fingerprint = command.fingerprint(customer_id)
+        existing = await self._by_key(customer_id, idempotency_key, fingerprint)
         if existing:
             return existing, False
         order_id = str(uuid.uuid4())
@@ -105,7 +111,7 @@ class OrderRepository(PaymentResults):
                 await conn.execute(
                     insert(orders).values(
                         id=order_id,
-                        customer_id=command.customer_id,
+                        customer_id=customer_id,
                         status=OrderStatus.PENDING.value,
                         total=command.total,
                         items=[line.model_dump(mode="json") for line in command.items],
@@ -115,7 +121,7 @@ class OrderRepository(PaymentResults):
                         updated_at=now,
                     )
                 )
-                event = OrderCreated(order_id=order_id, customer_id=command.customer_id, total=command.total)
+                event = OrderCreated(order_id=order_id, customer_id=customer_id, total=command.total)
                 await add_to_outbox(
                     conn,
                     outbox,
@@ -124,8 +130,8 @@ class OrderRepository(PaymentResults):
                     correlation_id=order_id,
                 )
         except IntegrityError:
-            # Another request with the same key won the race; answer with its order.
-            existing = await self._by_key(idempotency_key, fingerprint)
+            # Another request of this customer with the same key won the race; answer with its order.
+            existing = await self._by_key(customer_id, idempotency_key, fingerprint)
             if existing is None:
                 raise
             return existing, False
@@ -133,16 +139,18 @@ class OrderRepository(PaymentResults):
         assert order is not None, "the order was just committed"
         return order, True
 
-    async def _by_key(self, idempotency_key: str, fingerprint: str) -> OrderRecord | None:
+    async def _by_key(self, customer_id: str, idempotency_key: str, fingerprint: str) -> OrderRecord | None:
+        # Only this customer's own orders: another's key is another key.
+        query = select(orders).where(
+            orders.c.customer_id == customer_id, orders.c.idempotency_key == idempotency_key
+        )
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(orders).where(orders.c.idempotency_key == idempotency_key))
-            ).first()
+            row = (await conn.execute(query)).first()
         if row is None:
             return None
         if row.request_fingerprint != fingerprint:
             raise IdempotencyConflict(
-                f"Idempotency-Key {idempotency_key!r} was already used for a different order "
+                f"Idempotency-Key {idempotency_key!r} was already used for a different order of yours "
                 f"({row.id}); send a new key for a new order"
             )
         return _record(row)
