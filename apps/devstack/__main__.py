@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from devstack.private import private_directory
 from devstack.stack import Stack, amqp_reachable, development_secret, jaeger_command, port_free
 
 WORKDIR = Path(os.environ.get("LANTERN_DEV_DIR", ".lantern"))
@@ -51,7 +52,7 @@ def run() -> int:
     jaeger = jaeger_command() if stack.otlp_endpoint is None else None
     if jaeger:
         stack.otlp_endpoint = "http://127.0.0.1:4318"
-    WORKDIR.mkdir(exist_ok=True)
+    private_directory(WORKDIR)
     if jaeger:
         stack.start_process("jaeger", jaeger, dict(os.environ))
     stopping = threading.Event()

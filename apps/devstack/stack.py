@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from devstack.private import PRIVATE_UMASK, private_directory, private_log
 from gateway.auth import issue_token
 
 # The chart of the checkout this module belongs to; LANTERN_CHART names another.
@@ -113,6 +114,11 @@ class Stack:
     def log_dir(self) -> Path:
         return self.workdir / "logs"
 
+    def _private_log_dir(self) -> None:
+        """The workdir and its logs only their owner can read (devstack/private.py)."""
+        private_directory(self.workdir)
+        private_directory(self.log_dir)
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
@@ -165,7 +171,7 @@ class Stack:
         return out
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._private_log_dir()
         if self.otlp_endpoint is None:
             self._spawn(
                 "tracesink",
@@ -196,15 +202,16 @@ class Stack:
         pending = [s for s in services if s in owners and s not in self._migrated] if self.migrate else []
         if not pending:
             return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._private_log_dir()
         running = {}
         for service in pending:
-            with (self.log_dir / f"{service}.log").open("ab") as log:
+            with private_log(self.log_dir / f"{service}.log") as log:
                 running[service] = subprocess.Popen(
                     [sys.executable, "-m", "lantern_runtime.storage.migrate", service, "--wait", "30"],
                     env=self.env_for(service),
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    umask=PRIVATE_UMASK,
                 )
         failed = []
         for service, process in running.items():
@@ -221,14 +228,20 @@ class Stack:
             raise RuntimeError(f"database migration failed for {'; '.join(failed)}")
 
     def start_process(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._private_log_dir()
         self._spawn(name, command, env)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
+        log = private_log(self.log_dir / f"{name}.log")
         self._logs.append(log)
         self.processes[name] = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # What the process creates in the workdir (databases, spans) is private too.
+            umask=PRIVATE_UMASK,
         )
 
     @contextmanager
@@ -300,10 +313,11 @@ class Stack:
 
 
 def development_secret(path: Path) -> str:
-    """The secret kept at `path`, made on first use, so tokens stay valid across restarts."""
+    """The secret kept at `path`, made on first use, so tokens stay valid across restarts; its
+    directory (the workdir) private, the secret in it tightened if it was readable by others."""
+    private_directory(path.parent)
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32)
     path.touch(mode=0o600)
     path.write_text(secret)
