@@ -3,6 +3,7 @@ scopes that route asks of the method. Refusals are problems with the RFC 6750 ch
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -65,6 +66,20 @@ class Admission:
         self.routes = routes
 
     async def __call__(self, request: Request, credentials: Credentials) -> Admitted:
+        # The rate is charged before any token is looked at, so a flood of bad tokens costs
+        # no signature checks (nor key-set fetches) once it is over the limit. Two buckets:
+        #  - the address's, taken from by every request before verification. A request whose
+        #    token then verifies gives that token back: the address bucket ends up counting
+        #    only requests without a valid token, so callers sharing an address (a NAT, a
+        #    proxy) are not limited together while their tokens are good, and varying the
+        #    garbage does not escape it;
+        #  - the subject's, taken from only after the signature verified, so a forged `sub`
+        #    can never spend another subject's bucket.
+        address = request.client.host if request.client else None
+        by_address = client_key(None, address)
+        gate = await self.buckets.take(by_address)
+        if not gate.admitted:
+            raise Problem(429, "too many requests; slow down", headers=gate.headers())
         principal: Principal | None = None
         failure = AuthFailure("a bearer token is required", error=None)
         if credentials is not None:
@@ -72,17 +87,17 @@ class Admission:
                 principal = await self.verifier.verify(credentials.credentials)
             except AuthFailure as refused:
                 failure = refused
-        # Unauthenticated callers are limited too (by address), so guessing tokens costs.
-        address = request.client.host if request.client else None
-        rate = await self.buckets.take(client_key(principal.subject if principal else None, address))
-        if not rate.admitted:
-            raise Problem(429, "too many requests; slow down", headers=rate.headers())
         if principal is None:
             raise Problem(
                 401,
                 failure.description,
-                headers={"WWW-Authenticate": _challenge_for(failure), **rate.headers()},
+                headers={"WWW-Authenticate": _challenge_for(failure), **gate.headers()},
             )
+        _, rate = await asyncio.gather(
+            self.buckets.give_back(by_address), self.buckets.take(client_key(principal.subject, address))
+        )
+        if not rate.admitted:
+            raise Problem(429, "too many requests; slow down", headers=rate.headers())
         trace.get_current_span().set_attribute("enduser.id", principal.subject)
 
         route = self.routes.match(request.url.path)

@@ -51,6 +51,7 @@ def create_app(settings: GatewaySettings, telemetry: Telemetry) -> tuple[FastAPI
         leeway=edge.jwt_leeway,
         jwks_cache_seconds=edge.jwks_cache_seconds,
         jwks_refresh_cooldown=edge.jwks_refresh_cooldown,
+        jwks_timeout=edge.jwks_timeout,
     )
     buckets = (
         RedisBuckets(

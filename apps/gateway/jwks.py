@@ -6,6 +6,10 @@ outcome: at most one every `cooldown` seconds for unknown kids (a failed fetch c
 provider that is down is not hammered), one at a time (concurrent requests wait for the fetch in
 flight), and one when the set is `lifespan` seconds old. The keys kept are only those of the
 last set fetched, at most MAX_KEYS of them: a made-up kid never adds anything.
+
+An endpoint that misbehaves (no answer in time, an HTTP error, an answer that is not JSON,
+JSON that is not a key set, a set without one usable signing key) is a failed fetch: the last
+good set stays in use until it is `lifespan` old, and then KeysUnavailable says which it was.
 """
 
 from __future__ import annotations
@@ -30,12 +34,29 @@ class KeysUnavailable(Exception):
     """The provider's keys could not be fetched (or were unusable), so no token can be checked."""
 
 
+def _why(error: BaseException) -> str:
+    """What went wrong, in words fit for a client: the kind of failure, not the provider's text."""
+    if isinstance(error, jwt.PyJWKClientConnectionError | OSError):
+        return "the key set endpoint failed or did not answer in time"
+    if isinstance(error, jwt.PyJWKSetError):
+        return "the key set has no usable keys"
+    if isinstance(error, jwt.PyJWKClientError):
+        return "the key set endpoint's answer is not a JSON object"
+    if isinstance(error, ValueError | RecursionError):
+        return "the key set endpoint's answer is not JSON"
+    return "the key set is not valid"
+
+
 def fetcher(url: str, *, timeout: float = 5.0) -> Callable[[], Awaitable[jwt.PyJWKSet]]:
-    """Fetch the set from `url` with PyJWT, in a worker thread (it uses blocking urllib)."""
+    """Fetch the set from `url` with PyJWT, in a worker thread (it uses blocking urllib).
+
+    `timeout` bounds the whole fetch, not only each read: an endpoint that trickles its answer
+    raises TimeoutError too (the thread finishes on its own; the cooldown bounds how many)."""
     client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=timeout)
 
     async def fetch() -> jwt.PyJWKSet:
-        return await asyncio.to_thread(client.get_jwk_set)
+        async with asyncio.timeout(timeout):
+            return await asyncio.to_thread(client.get_jwk_set)
 
     return fetch
 
@@ -57,6 +78,7 @@ class JwksKeys:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._in_flight: asyncio.Future[None] | None = None
+        self._failure = "no key set has been fetched yet"
         self.fetches = 0
 
     def __len__(self) -> int:
@@ -77,7 +99,9 @@ class JwksKeys:
             now = self._clock()
             fresh = self._fetched_at is not None and now - self._fetched_at < self.lifespan
         if not fresh:
-            raise KeysUnavailable("the identity provider's keys cannot be fetched; try again shortly")
+            raise KeysUnavailable(
+                f"the identity provider's keys are unavailable ({self._failure}); try again shortly"
+            )
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
@@ -96,14 +120,24 @@ class JwksKeys:
         self.fetches += 1
         try:
             found = await self._fetch()
-        except (jwt.PyJWTError, OSError) as error:
-            logger.warning("the JWKS could not be fetched", extra={"reason": str(error)})
+        # ValueError: not JSON (or not UTF-8); RecursionError: JSON nested past the parser.
+        except (jwt.PyJWTError, OSError, ValueError, RecursionError) as error:
+            self._failure = _why(error)
+            logger.warning("the JWKS could not be fetched", extra={"reason": f"{self._failure}: {error}"})
             return
-        keys = [key for key in found.keys if key.public_key_use in ("sig", None) and key.key_id]
+        keys = [
+            key
+            for key in found.keys
+            if key.public_key_use in ("sig", None) and isinstance(key.key_id, str) and key.key_id
+        ]
+        if not keys:
+            self._failure = "the key set has no signing key with a key id (kid)"
+            logger.warning("the JWKS has no usable keys", extra={"reason": self._failure})
+            return
         if len(keys) > MAX_KEYS:
             logger.warning(
                 "the JWKS has more keys than are kept",
                 extra={"keys": len(keys), "kept": MAX_KEYS},
             )
-        self._keys = {key.key_id: key for key in keys[:MAX_KEYS] if key.key_id}
+        self._keys = {key.key_id: key for key in keys[:MAX_KEYS] if isinstance(key.key_id, str)}
         self._fetched_at = self._clock()

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the bucket; ARGV rate (tokens/s) and burst. Returns {admitted 0|1, tokens left}.
+# KEYS[1] the bucket; ARGV rate (tokens/s), burst and cost: 1 takes a token, -1 gives one
+# back (never past the burst). Returns {admitted 0|1, tokens left}.
 BUCKET_SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3] or '1')
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -37,8 +39,8 @@ local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local admitted = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = math.min(burst, tokens - cost)
   admitted = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
@@ -101,11 +103,22 @@ class MemoryBuckets:
         admitted = tokens >= 1
         if admitted:
             tokens -= 1
+        self._keep(client, tokens, now)
+        return RateDecision(admitted, self.burst, self.rate, tokens)
+
+    async def give_back(self, client: str) -> None:
+        """Return a token taken from `client`'s bucket (never past the burst)."""
+        if client not in self._buckets:
+            return  # forgotten, so full already
+        now = self._clock()
+        tokens, at = self._buckets.pop(client)
+        self._keep(client, min(self.burst, tokens + (now - at) * self.rate + 1), now)
+
+    def _keep(self, client: str, tokens: float, now: float) -> None:
         self._forget_full(now)
         while len(self._buckets) >= self.max_clients:
             self._buckets.popitem(last=False)
         self._buckets[client] = (tokens, now)
-        return RateDecision(admitted, self.burst, self.rate, tokens)
 
     def _forget_full(self, now: float) -> None:
         while self._buckets:
@@ -127,11 +140,21 @@ class RedisBuckets:
 
     async def take(self, client: str) -> RateDecision:
         try:
-            admitted, tokens = await self._script(keys=[self.prefix + client], args=[self.rate, self.burst])
+            admitted, tokens = await self._script(
+                keys=[self.prefix + client], args=[self.rate, self.burst, 1]
+            )
         except (RedisError, OSError) as error:
             logger.warning("rate limiting falls back to memory: Redis failed", extra={"reason": str(error)})
             return await self._fallback.take(client)
         return RateDecision(bool(admitted), self.burst, self.rate, float(tokens))
+
+    async def give_back(self, client: str) -> None:
+        """Return a token taken from `client`'s bucket (never past the burst)."""
+        try:
+            await self._script(keys=[self.prefix + client], args=[self.rate, self.burst, -1])
+        except (RedisError, OSError) as error:
+            logger.warning("rate limiting falls back to memory: Redis failed", extra={"reason": str(error)})
+            await self._fallback.give_back(client)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.routes import Route, RouteTable, default_routes, routes_from_file
@@ -27,6 +27,8 @@ class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
     # Authentication: a JWKS URL (OIDC; RS256/ES256), or a shared HS256 secret for development.
+    # With a JWKS URL, issuer and audience are required: a provider signs tokens for every
+    # application (and, multi-tenant, for every tenant) with the same keys.
     jwks_url: str | None = None
     jwt_secret: SecretStr | None = None
     jwt_issuer: str | None = None
@@ -35,6 +37,7 @@ class EdgeSettings(BaseSettings):
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
     # An unknown kid refetches the key set, at most once per this many seconds.
     jwks_refresh_cooldown: float = Field(default=5.0, ge=0)
+    jwks_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for the key set")
     # Signs X-Lantern-Subject for the services (HMAC-SHA256); without it the header goes unsigned.
     subject_secret: SecretStr | None = None
 
@@ -70,6 +73,25 @@ class EdgeSettings(BaseSettings):
                 f"got {len(secret.get_secret_value())}"
             )
         return secret
+
+    @model_validator(mode="after")
+    def _jwks_names_issuer_and_audience(self) -> EdgeSettings:
+        if self.jwks_url:
+            missing = [
+                name
+                for name, value in (
+                    ("GATEWAY_JWT_ISSUER", self.jwt_issuer),
+                    ("GATEWAY_JWT_AUDIENCE", self.jwt_audience),
+                )
+                if not (value and value.strip())
+            ]
+            if missing:
+                raise ValueError(
+                    f"GATEWAY_JWKS_URL is set, so {' and '.join(missing)} must be set too: the identity "
+                    "provider's keys sign tokens for other applications as well, and only the issuer "
+                    "(iss) and audience (aud) say a token is meant for this one"
+                )
+        return self
 
 
 class GatewaySettings(ServiceSettings):

@@ -231,7 +231,12 @@ async def test_a_token_claiming_another_algorithm_than_its_key_is_refused(
 
 async def test_an_unreachable_jwks_is_503_not_401(upstream: str) -> None:
     settings = GatewaySettings(
-        orders_url=upstream, edge=EdgeSettings(jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json")
+        orders_url=upstream,
+        edge=EdgeSettings(
+            jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json",
+            jwt_issuer="https://idp.test",
+            jwt_audience="lantern",
+        ),
     )
     app, _ = create_app(settings, Telemetry("gateway"))
     async with (
