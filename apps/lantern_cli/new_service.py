@@ -236,6 +236,8 @@ def _add_component(root: Path, service: NewService) -> Path:
     env: {{}}
     amqp: true
     database: {"true" if service.database else "false"}
+    # true: it gets the key to verify the caller's subject the gateway signs (as orders does).
+    trustsSubject: false
     # Components it sends HTTP requests to, e.g. [bank]; the NetworkPolicies open exactly those.
     calls: []
     egressTo: []

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 SMOKE_SCOPES = ("orders:write", "orders:read")
-ORDER = {"customer_id": "smoke-test", "items": [{"sku": "smoke", "quantity": 1, "unit_price": "1.00"}]}
+ORDER = {"items": [{"sku": "smoke", "quantity": 1, "unit_price": "1.00"}]}
 
 
 def mint_token(secret: str, *, ttl: int = 300, issuer: str | None = None, audience: str | None = None) -> str:

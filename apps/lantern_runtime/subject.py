@@ -170,7 +170,7 @@ class TrustedSubject:
             await self.app(scope, receive, send)
             return
         try:
-            scope = self._checked(scope)
+            self._check(scope)
         except SubjectRefused as refused:
             response = problem_response(
                 401, str(refused), instance=scope["path"], title="Subject not trusted"
@@ -179,17 +179,20 @@ class TrustedSubject:
             return
         await self.app(scope, receive, send)
 
-    def _checked(self, scope: Scope) -> Scope:
+    def _check(self, scope: Scope) -> None:
+        # Changes the scope in place: the server span's middleware outside reads what routing
+        # writes into this same scope (the route), which a copy would hide from it.
         names = (SUBJECT_HEADER.lower().encode(), SIGNATURE_HEADER.lower().encode())
         found: dict[bytes, list[bytes]] = {name: [] for name in names}
         for name, value in scope["headers"]:
             if name.lower() in found:
                 found[name.lower()].append(value)
         if not any(found.values()):
-            return scope
+            return
         if not self.secret:
             headers = [(name, value) for name, value in scope["headers"] if name.lower() not in names]
-            return {**scope, "headers": headers}
+            scope["headers"] = headers
+            return
         for header, name in zip((SUBJECT_HEADER, SIGNATURE_HEADER), names, strict=True):
             # Two copies could be read differently by two readers (the first by one, the last
             # by another): refused rather than picking one.
@@ -208,7 +211,8 @@ class TrustedSubject:
             max_age=self.max_age,
         )
         trace.get_current_span().set_attribute("enduser.id", subject)
-        return {**scope, "state": {**scope.get("state", {}), _STATE_KEY: subject}}
+        # Per request: servers give each request a copy of the lifespan state.
+        scope.setdefault("state", {})[_STATE_KEY] = subject
 
 
 def subject_of(request: Request) -> str | None:

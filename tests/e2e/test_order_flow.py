@@ -22,12 +22,11 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 
+# No customer_id: the order is the caller's (the token's subject, test-client).
 SMALL_ORDER = {
-    "customer_id": "c-1",
     "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}],
 }
 LARGE_ORDER = {
-    "customer_id": "c-2",
     "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}],
 }
 

@@ -14,12 +14,16 @@ import pytest
 from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
+from lantern_runtime.subject import SignedSubject
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 FINAL = {"confirmed", "cancelled"}
+# The platform's subject key, so the helpers below can call orders directly as one customer.
+SUBJECT_SECRET = "fault-tests-subject-key-0123456789abcdef"
+CUSTOMER = "c-fault"
 
 # Fast retries so faults resolve in seconds; enough attempts that a 30% failure rate does not
 # exhaust them by chance.
@@ -52,6 +56,7 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             sink_port=free_port(),
             extra_env=FAST_RECOVERY,
             service_env=service_env,
+            subject_secret=SUBJECT_SECRET,
         )
         stacks.append(stack)
         stack.start()
@@ -65,8 +70,14 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         vhost.__exit__(None, None, None)
 
 
+def as_customer() -> SignedSubject:
+    """httpx auth that calls orders directly as CUSTOMER, signed as the gateway signs."""
+    return SignedSubject(SUBJECT_SECRET, CUSTOMER, service="orders")
+
+
 def order_body(total: str = "10.00") -> dict[str, Any]:
-    return {"customer_id": "c-fault", "items": [{"sku": "lamp", "quantity": 1, "unit_price": total}]}
+    # No customer_id: the order is the caller's, whether CUSTOMER or a token's subject.
+    return {"items": [{"sku": "lamp", "quantity": 1, "unit_price": total}]}
 
 
 async def place_orders(
@@ -79,7 +90,7 @@ async def place_orders(
     keepalive: bool = True,
     accepted: list[str] | None = None,
 ) -> list[str]:
-    """POST `count` orders straight to orders; returns the ids of those accepted (202), which
+    """POST `count` orders straight to orders as CUSTOMER; returns the ids of those accepted (202), which
     also go to `accepted` as they are answered (for a caller watching the burst from another
     thread). Every other outcome is counted in `refused`, by status code or exception name; the
     Idempotency-Keys of requests that connected but got no answer go to `unanswered`. Without
@@ -89,7 +100,9 @@ async def place_orders(
     refused = Counter() if refused is None else refused
     limit = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_keepalive_connections=20 if keepalive else 0)
-    async with httpx.AsyncClient(base_url=orders_url, timeout=10, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=orders_url, timeout=10, limits=limits, auth=as_customer()
+    ) as client:
 
         async def one() -> None:
             async with limit:
@@ -126,7 +139,7 @@ def wait_until_final(orders_url: str, order_ids: list[str], timeout: float = 90.
     """Poll until every order is final; returns the last status seen of each."""
     deadline = time.monotonic() + timeout
     statuses: dict[str, str] = {}
-    with httpx.Client(base_url=orders_url, timeout=5) as client:
+    with httpx.Client(base_url=orders_url, timeout=5, auth=as_customer()) as client:
         while True:
             for order_id in order_ids:
                 if statuses.get(order_id) not in FINAL:

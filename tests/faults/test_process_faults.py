@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.faults.conftest import assert_settled_once, order_body, place_orders, wait_until_final
+from tests.faults.conftest import as_customer, assert_settled_once, order_body, place_orders, wait_until_final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,7 +87,7 @@ def test_sigterm_mid_burst_finishes_in_flight_work_and_loses_nothing(
     stack.start_service("orders")
     stack.start_service("payments")
     stack.wait_ready()
-    with httpx.Client(base_url=stack.url("orders"), timeout=10) as client:
+    with httpx.Client(base_url=stack.url("orders"), timeout=10, auth=as_customer()) as client:
         for key in unanswered:
             retried = client.post("/api/orders", json=order_body(), headers={"Idempotency-Key": key})
             assert retried.status_code == 202, retried.text

@@ -11,7 +11,13 @@ import pytest
 
 from lantern_runtime.messaging import deadletters
 from order_flow.topology import PAYMENTS_QUEUE
-from tests.faults.conftest import authorizations_by_order, place_orders, wait_for, wait_until_final
+from tests.faults.conftest import (
+    as_customer,
+    authorizations_by_order,
+    place_orders,
+    wait_for,
+    wait_until_final,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,7 +28,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
 
 def reason(stack: Stack, order_id: str) -> str:
-    return str(httpx.get(f"{stack.url('orders')}/api/orders/{order_id}").json()["status_reason"])
+    answer = httpx.get(f"{stack.url('orders')}/api/orders/{order_id}", auth=as_customer())
+    return str(answer.json()["status_reason"])
 
 
 def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_voided(
@@ -37,7 +44,8 @@ def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_v
     # payments returns: it authorizes the stale order.created, then voids on order.cancelled.
     stack.start_service("payments")
     assert wait_for(lambda: authorizations_by_order(stack.url("bank"), [order_id])[order_id] == ["voided"])
-    assert httpx.get(f"{stack.url('orders')}/api/orders/{order_id}").json()["status"] == "cancelled"
+    answer = httpx.get(f"{stack.url('orders')}/api/orders/{order_id}", auth=as_customer())
+    assert answer.json()["status"] == "cancelled"
 
 
 def test_with_the_bank_down_the_payment_is_declined_and_the_void_waits_in_dead_letters(
