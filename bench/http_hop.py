@@ -31,7 +31,7 @@ VARIANTS = {
     "traced-opentelemetry": (True, "opentelemetry"),
 }
 SERVICES = ("orders", "gateway")
-ORDER = {"customer_id": "c-bench", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
+ORDER = {"items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
 # After the load: time for the last batch of spans to be exported, whose CPU counts too.
 SETTLE_SECONDS = 1.0
 

@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import httpx
 
-ORDER = {"customer_id": "c-bench", "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
+ORDER = {"items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
 OUTCOMES = ("order.confirmed", "order.cancelled")
 
 

@@ -19,7 +19,7 @@ TOKEN_TTL = 24 * 3600.0
 EXAMPLE = """\
 curl -si -X POST {gateway}/api/orders -H 'Authorization: Bearer {token}' \\
   -H 'Content-Type: application/json' -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\
-  -d '{{"customer_id": "c-1", "items": [{{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}}]}}'"""
+  -d '{{"items": [{{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}}]}}'"""
 
 
 def run() -> int:

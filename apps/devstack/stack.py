@@ -46,6 +46,8 @@ class Component:
     database: bool
     # Its env values that are another component's URL, e.g. BANK_URL -> ("bank", "http://bank:8003").
     urls: dict[str, str]
+    # Gets the key that verifies the gateway's signed subject (`trustsSubject`, as orders).
+    trusts_subject: bool = False
 
 
 def chart_components(chart: Path = CHART) -> dict[str, Component]:
@@ -66,7 +68,13 @@ def chart_components(chart: Path = CHART) -> dict[str, Component]:
             for key, value in (component.get("env") or {}).items()
             if urlsplit(str(value)).hostname in declared and urlsplit(str(value)).scheme in ("http", "https")
         }
-        out[name] = Component(name, int(component["port"]), bool(component["database"]), urls)
+        out[name] = Component(
+            name,
+            int(component["port"]),
+            bool(component["database"]),
+            urls,
+            trusts_subject=bool(component.get("trustsSubject")),
+        )
     return out
 
 
@@ -150,14 +158,18 @@ class Stack:
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             "OTEL_METRIC_EXPORT_INTERVAL": "10000",
             "PYTHONUNBUFFERED": "1",
-            # Every service gets the subject secret, to check the gateway's X-Lantern-Subject.
-            "GATEWAY_SUBJECT_SECRET": self.subject_secret,
+            # As in the chart: only the gateway (it signs) and who relies on the subject hold it.
+            **({"GATEWAY_SUBJECT_SECRET": self.subject_secret} if self._holds_subject_key(service) else {}),
             **({"GATEWAY_JWT_SECRET": self.jwt_secret} if service == "gateway" else {}),
             **self.extra_env,
             **self.service_env.get(service, {}),
         }
         env.pop("OTEL_SERVICE_NAME", None)
         return env
+
+    def _holds_subject_key(self, service: str) -> bool:
+        component = self.components.get(service)
+        return service == "gateway" or (component is not None and component.trusts_subject)
 
     def _local_urls(self, service: str) -> dict[str, str]:
         """The service's env URLs naming other components, pointed at their local ports."""

@@ -90,15 +90,16 @@ Call with (dict "root" $ "name" "orders").
 {{ $names | sortAlpha | toJson }}
 {{- end }}
 
-{{/* The Secret with the gateway's jwt-secret and everyone's subject-secret. */}}
+{{/* The Secret with the gateway's jwt-secret and the subject-secret (gateway and trustsSubject components). */}}
 {{- define "lantern.authSecret" -}}
 {{- .Values.auth.existingSecret | default "gateway-auth" -}}
 {{- end }}
 
 {{/*
 Environment variables a component reads from Secrets, as a JSON list of
-{env, secret, key}: AMQP_URL, DATABASE_URL, the subject key for everyone and,
-for the gateway, its token key and REDIS_URL.
+{env, secret, key}: AMQP_URL, DATABASE_URL, the subject key (GATEWAY_SUBJECT_SECRET)
+for the gateway and the components with `trustsSubject` only and, for the gateway,
+its token key and REDIS_URL.
 Call with (dict "root" $ "name" "orders" "component" $c).
 */}}
 {{- define "lantern.secretEnv" -}}
@@ -113,7 +114,10 @@ Call with (dict "root" $ "name" "orders" "component" $c).
 {{- if $db.name }}{{ $out = append $out (dict "env" "DATABASE_URL" "secret" $db.name "key" $db.key) }}{{ end -}}
 {{- end }}
 {{- $auth := include "lantern.authSecret" .root -}}
+{{- /* Only who signs (the gateway) and who relies on the subject: the key speaks for anyone. */ -}}
+{{- if or (eq .name "gateway") .component.trustsSubject }}
 {{- $out = append $out (dict "env" "GATEWAY_SUBJECT_SECRET" "secret" $auth "key" "subject-secret") -}}
+{{- end }}
 {{- if eq .name "gateway" }}
 {{- if not $v.auth.jwksUrl }}{{ $out = append $out (dict "env" "GATEWAY_JWT_SECRET" "secret" $auth "key" "jwt-secret") }}{{ end -}}
 {{- if $v.redis.existingSecret }}{{ $out = append $out (dict "env" "REDIS_URL" "secret" $v.redis.existingSecret "key" $v.redis.urlKey) }}{{ end -}}
