@@ -459,16 +459,24 @@ def test_disabled_broker_without_a_url_fails_with_a_reason(helm) -> None:
     assert "rabbitmq.external.existingSecret" in result.stderr
 
 
+# An OIDC key set, with the issuer and audience the chart requires alongside it.
+OIDC = (
+    "auth.jwksUrl=https://idp.example.com/jwks",
+    "auth.issuer=https://idp.example.com/",
+    "auth.audience=lantern",
+)
+
+
 @pytest.mark.parametrize(
     ("overrides", "complaint"),
     [
         (
-            ["auth.jwksUrl=https://idp.example.com/jwks", "smokeTest.tokenSecret.name=smoke-token"],
+            [*OIDC, "smokeTest.tokenSecret.name=smoke-token"],
             "auth.jwksEgressTo is empty",
         ),
         (
             [
-                "auth.jwksUrl=https://idp.example.com/jwks",
+                *OIDC,
                 "auth.jwksEgressTo[0].cidr=198.51.100.0/24",
                 "auth.jwksEgressTo[0].ports[0]=443",
             ],
@@ -496,7 +504,7 @@ def test_development_keys_come_from_the_chart_secret_and_oidc_keeps_only_the_sub
         for o in yaml.safe_load_all(
             helm(
                 *template_args(
-                    *("--set", "auth.jwksUrl=https://idp.example.com/jwks"),
+                    *(arg for value in OIDC for arg in ("--set", value)),
                     *("--set", "auth.jwksEgressTo[0].cidr=198.51.100.0/24"),
                     *("--set", "auth.jwksEgressTo[0].ports[0]=443"),
                     *("--set", "smokeTest.tokenSecret.name=smoke-token"),
