@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from lantern_runtime.smoke import ORDER, mint_token
+from lantern_runtime.subject import SignedSubject
 from lantern_runtime.trace_contract import check_trace, order_flow_chain, render_tree
 from tests.containers.images import docker
 from tests.faults.conftest import (
+    CUSTOMER,
     assert_settled_once,
     authorizations_by_order,
     place_orders,
@@ -38,6 +40,12 @@ def needing_infra(platform: Platform) -> list[str]:
     return [
         name for name in platform.services if {"AMQP_URL", "DATABASE_URL"} & platform.runs[name].env.keys()
     ]
+
+
+def as_customer(platform: Platform, subject: str = CUSTOMER) -> SignedSubject:
+    """httpx auth for calling the orders container directly as `subject`, signed with the key
+    the render gave it, as the gateway signs."""
+    return SignedSubject(platform.runs["orders"].env["GATEWAY_SUBJECT_SECRET"], subject, service="orders")
 
 
 def started(platform: Platform) -> Platform:
@@ -100,7 +108,9 @@ def test_one_order_through_the_gateway_is_confirmed_with_its_trace_whole(platfor
         placed = gateway.post("/api/orders", json=ORDER, headers={"Idempotency-Key": str(uuid.uuid4())})
         assert placed.status_code == 202, placed.text
         order_id, trace_id = placed.json()["order_id"], placed.headers["traceresponse"].split("-")[1]
-        assert wait_until_final(platform.url("orders"), [order_id]) == {order_id: "confirmed"}
+        # The order is the token's subject's (the smoke token's, helm-test).
+        final = wait_until_final(platform.url("orders"), [order_id], auth=as_customer(platform, "helm-test"))
+        assert final == {order_id: "confirmed"}
 
     deadline, problems, tree = time.monotonic() + 30, ["no span yet"], ""
     while problems and time.monotonic() < deadline:
@@ -117,7 +127,9 @@ def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing
     started(platform)
     accepted: list[str] = []
     burst = threading.Thread(
-        target=lambda: asyncio.run(place_orders(platform.url("orders"), 60, accepted=accepted))
+        target=lambda: asyncio.run(
+            place_orders(platform.url("orders"), 60, accepted=accepted, auth=as_customer(platform))
+        )
     )
     burst.start()
     deadline = time.monotonic() + 60
@@ -133,7 +145,7 @@ def test_a_consumer_container_killed_mid_burst_loses_nothing_and_applies_nothing
     assert platform.state("payments")["ExitCode"] == 137
     docker("start", platform.container("payments"))
     platform.wait_ready(["payments"])
-    statuses = wait_until_final(platform.url("orders"), accepted, timeout=120)
+    statuses = wait_until_final(platform.url("orders"), accepted, timeout=120, auth=as_customer(platform))
     assert len(accepted) == 60
     assert set(statuses.values()) == {"confirmed"}
     assert_settled_once(platform, statuses)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 
-ORDER = {"customer_id": "c-cli", "items": [{"sku": "lamp", "quantity": 1, "unit_price": "9.90"}]}
+ORDER = {"items": [{"sku": "lamp", "quantity": 1, "unit_price": "9.90"}]}
 
 
 @pytest.fixture(scope="module")

@@ -89,19 +89,21 @@ async def place_orders(
     unanswered: list[str] | None = None,
     keepalive: bool = True,
     accepted: list[str] | None = None,
+    auth: httpx.Auth | None = None,
 ) -> list[str]:
-    """POST `count` orders straight to orders as CUSTOMER; returns the ids of those accepted (202), which
-    also go to `accepted` as they are answered (for a caller watching the burst from another
-    thread). Every other outcome is counted in `refused`, by status code or exception name; the
-    Idempotency-Keys of requests that connected but got no answer go to `unanswered`. Without
-    `keepalive` each request has a connection of its own, so none can be sent on a connection
-    the server is closing (that race is HTTP's, not a request lost in flight)."""
+    """POST `count` orders straight to orders as CUSTOMER (or as `auth` says); returns the ids
+    of those accepted (202), which also go to `accepted` as they are answered (for a caller
+    watching the burst from another thread). Every other outcome is counted in `refused`, by
+    status code or exception name; the Idempotency-Keys of requests that connected but got no
+    answer go to `unanswered`. Without `keepalive` each request has a connection of its own, so
+    none can be sent on a connection the server is closing (that race is HTTP's, not a request
+    lost in flight)."""
     accepted = [] if accepted is None else accepted
     refused = Counter() if refused is None else refused
     limit = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_keepalive_connections=20 if keepalive else 0)
     async with httpx.AsyncClient(
-        base_url=orders_url, timeout=10, limits=limits, auth=as_customer()
+        base_url=orders_url, timeout=10, limits=limits, auth=auth or as_customer()
     ) as client:
 
         async def one() -> None:
@@ -135,11 +137,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     return True
 
 
-def wait_until_final(orders_url: str, order_ids: list[str], timeout: float = 90.0) -> dict[str, str]:
-    """Poll until every order is final; returns the last status seen of each."""
+def wait_until_final(
+    orders_url: str, order_ids: list[str], timeout: float = 90.0, *, auth: httpx.Auth | None = None
+) -> dict[str, str]:
+    """Poll until every order (CUSTOMER's, or that of `auth`) is final; returns the last status
+    seen of each."""
     deadline = time.monotonic() + timeout
     statuses: dict[str, str] = {}
-    with httpx.Client(base_url=orders_url, timeout=5, auth=as_customer()) as client:
+    with httpx.Client(base_url=orders_url, timeout=5, auth=auth or as_customer()) as client:
         while True:
             for order_id in order_ids:
                 if statuses.get(order_id) not in FINAL:
