@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from lantern_runtime.telemetry.server import DURATION_BUCKETS
+from lantern_runtime.telemetry.server import DURATION_BUCKETS, method_attributes, span_method
 from lantern_runtime.telemetry.tracer import GlobalTracer
 
 if TYPE_CHECKING:
@@ -52,17 +53,28 @@ class _Instruments:
 _instruments = _Instruments()
 
 
+def redacted(url: str) -> str:
+    """`url` as scheme://host:port/path: no user info (credentials), no query (tokens, personal
+    data), no fragment. The conventions allow redacting url.full; these parts are never needed
+    to read a trace."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 class ClientCall:
     """One attempt of a call: `start` injects the context into the headers, `end` records
     the answer (a status code) or the error."""
 
     def __init__(self, server: tuple[str, int], method: str, url: str, attempt: int) -> None:
+        method_fields = method_attributes(method)
+        # The metric's attributes: bounded, so the original of an unknown method is the span's only.
         self.attributes: dict[str, Any] = {
-            "http.request.method": method,
+            "http.request.method": method_fields.pop("http.request.method"),
             "server.address": server[0],
             "server.port": server[1],
         }
-        self.url = url
+        self.span_only: dict[str, Any] = {**method_fields, "url.full": redacted(url)}
         self.attempt = attempt
         self.span: trace.Span | None = None
         self.started = 0.0
@@ -73,11 +85,11 @@ class ClientCall:
         if _instruments.tracer is None:
             propagate.inject(headers)
             return
-        attributes = {**self.attributes, "url.full": self.url, BREAKER_STATE: breaker_state}
+        attributes = {**self.attributes, **self.span_only, BREAKER_STATE: breaker_state}
         if self.attempt > 1:
             attributes["http.request.resend_count"] = self.attempt - 1
         self.span = _instruments.tracer.start_span(
-            self.attributes["http.request.method"], kind=SpanKind.CLIENT, attributes=attributes
+            span_method(self.attributes), kind=SpanKind.CLIENT, attributes=attributes
         )
         propagate.inject(headers, context=trace.set_span_in_context(self.span))
 

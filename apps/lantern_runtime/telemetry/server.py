@@ -29,6 +29,25 @@ if TYPE_CHECKING:
 _SCOPE = "lantern_runtime.http"
 # The semantic conventions' advisory buckets for HTTP request durations, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# RFC 9110's methods and PATCH, matched exactly (methods are case-sensitive). Any other is
+# `_OTHER`, so what a client sends cannot grow span names or metric series without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "_OTHER"
+
+
+def method_attributes(method: str) -> dict[str, str]:
+    """`http.request.method` as the HTTP semantic conventions bound it, with
+    `http.request.method_original` when the method is not a known one."""
+    if method in KNOWN_METHODS:
+        return {"http.request.method": method}
+    return {"http.request.method": OTHER_METHOD, "http.request.method_original": method}
+
+
+def span_method(attributes: dict[str, Any]) -> str:
+    """The `{method}` of a span name: the known method, or HTTP for `_OTHER`, as the
+    conventions say."""
+    method: str = attributes["http.request.method"]
+    return "HTTP" if method == OTHER_METHOD else method
 
 
 class _HeaderListSetter(Setter[list[tuple[bytes, bytes]]]):
@@ -82,9 +101,8 @@ class ServerSpans:
             if name in fields
         }
         parent = extract(carrier)
-        method = scope["method"]
         attributes: dict[str, Any] = {
-            "http.request.method": method,
+            **method_attributes(scope["method"]),
             "url.scheme": scope.get("scheme", "http"),
             "url.path": scope["path"],
             "network.protocol.version": scope.get("http_version", "1.1"),
@@ -93,7 +111,9 @@ class ServerSpans:
             attributes["server.address"], attributes["server.port"] = server[0], server[1]
         if client := scope.get("client"):
             attributes["client.address"] = client[0]
-        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self.tracer.start_span(
+            span_method(attributes), context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
         token = context.attach(trace.set_span_in_context(span, parent))
         status: int | None = None
         started = perf_counter()
@@ -133,7 +153,7 @@ class ServerSpans:
         route = getattr(scope.get("route"), "path", None)
         if route:
             end["http.route"] = route
-            span.update_name(f"{attributes['http.request.method']} {route}")
+            span.update_name(f"{span_method(attributes)} {route}")
         if status is not None:
             end["http.response.status_code"] = status
         if failure is not None or status is None or status >= 500:
