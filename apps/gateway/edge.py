@@ -125,6 +125,18 @@ class Edge:
                     f"the headers exceed {self.max_header_bytes} bytes",
                 )
                 return
+            # The decoded path, so %2F that makes an empty segment is refused too. Upstreams
+            # and routers disagree on `//` (merged, kept, or a different resource): none gets it.
+            if "//" in scope["path"]:
+                await self._answer(
+                    scope,
+                    receive,
+                    send_with_headers,
+                    400,
+                    "the path has an empty segment ('//', or %2F next to a '/'); "
+                    "every segment between slashes must have at least one character",
+                )
+                return
             try:
                 async with asyncio.timeout(self.request_timeout):
                     await self.app(scope, receive, send_with_headers)
