@@ -12,7 +12,7 @@ from fastapi import Response
 from gateway.edge import REQUEST_ID_HEADER
 from lantern_runtime.problems import Problem
 from lantern_runtime.resilience import UpstreamError, UpstreamTimeout
-from lantern_runtime.subject import SignedSubject
+from lantern_runtime.subject import SUBJECT_HEADER, SignedSubject, encode_subject
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -117,10 +117,12 @@ async def forward(
     headers = _pick(request.headers.items(), FORWARDED_REQUEST_HEADERS)
     headers[REQUEST_ID_HEADER] = request.state.request_id
     # Signed per attempt (a retry gets a fresh timestamp) over the method and path httpx sends,
-    # for the route's service only; without a key no service could trust a subject: none is sent.
+    # for the route's service only. Without a key it goes unsigned: no service trusts that.
     signed = None
     if subject_secret:
         signed = SignedSubject(subject_secret, principal.subject, service=upstream.name)
+    else:
+        headers[SUBJECT_HEADER] = encode_subject(principal.subject)
     # The path and query as the client encoded them: decoding and re-encoding could change them.
     target = request.scope["raw_path"].decode("latin-1")
     if request.scope["query_string"]:
