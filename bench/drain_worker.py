@@ -226,10 +226,10 @@ async def lantern(
         EventPublisher,
         Topology,
         build_broker,
+        declare_topology,
         event_type,
         work_queue_subscriber,
     )
-    from lantern_runtime.messaging.broker import declare_topology
     from lantern_runtime.messaging.publisher import Event
     from lantern_runtime.settings import BrokerSettings
     from lantern_runtime.storage import create_engine, first_delivery, inbox_table
@@ -284,8 +284,8 @@ async def lantern(
         ticks(filter=event_type(TickHappened))(on_tick)
 
     topology = Topology((spec, DONE_QUEUE))
+    await declare_topology(url, topology)
     await broker.connect()
-    await declare_topology(broker, topology)
     # What a service's lifespan does once it is ready (lantern_runtime.app). Like connecting
     # and declaring, it is start-up, not the drain: FastStream's variants start the clock there too.
     freeze_startup_objects()

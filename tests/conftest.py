@@ -22,9 +22,21 @@ POSTGRES_URL = os.environ.get("LANTERN_TEST_POSTGRES", "postgresql://postgres@12
 
 @pytest.fixture
 def amqp_url() -> Iterator[str]:
-    """A fresh RabbitMQ vhost for one test: its queues start empty and vanish afterwards."""
+    """A fresh RabbitMQ vhost for one test, as the admin (guest): its queues start empty and
+    vanish afterwards. The order flow's topology is declared in it, as the chart's topology
+    step declares it before any service starts; a test of another topology declares its own."""
+    from lantern_runtime.messaging import declare_topology
+    from order_flow.topology import ORDER_FLOW
+
     with fresh_vhost() as url:
+        _in_thread(declare_topology(url, ORDER_FLOW))
         yield url
+
+
+def _in_thread(work: Coroutine[Any, Any, None]) -> None:
+    # In a thread of its own, so an async fixture or test may ask for a fixture using it.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()
 
 
 @contextmanager

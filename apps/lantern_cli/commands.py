@@ -175,7 +175,8 @@ def dead_letters_list(target: Target, queues: list[str] | None) -> int:
         letters = _on_broker(amqp_url, list_dead_letters(amqp_url, names))
     for letter in letters:
         print(
-            f"{letter.queue}\t{letter.message_id}\t{letter.message_type}\tattempts={letter.attempts}\t{letter.reason}"
+            f"{letter.queue}\t{letter.message_id}\t{letter.message_type}\tattempts={letter.attempts}"
+            f"\tpublisher={letter.publisher}\t{letter.reason}"
         )
     print(f"{len(letters)} dead letter(s)")
     return 0

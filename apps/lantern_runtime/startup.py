@@ -20,10 +20,16 @@ from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError, ProbableAuthenticationError
+from aiormq.exceptions import (
+    ChannelAccessRefused,
+    ChannelPreconditionFailed,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, wait_random_exponential
 
 from lantern_runtime.heap import freeze_startup_objects
+from lantern_runtime.messaging.topology import TopologyNotDeclared
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -216,6 +222,14 @@ def explain(error: BaseException, url: str) -> str:
             return (
                 f"RabbitMQ refused vhost {parts.path.lstrip('/') or '/'!r} for user {parts.username!r}: "
                 "does it exist, and has the user permissions on it?"
+            )
+        if isinstance(cause, TopologyNotDeclared):
+            # Waited for too: the init container (or `make run`) declares it beside the service.
+            return str(cause)
+        if isinstance(cause, ChannelAccessRefused):
+            return (
+                f"RabbitMQ refused user {parts.username!r} an operation ({cause}); its permissions "
+                "are the chart's (lantern_runtime.messaging.permissions)"
             )
         if isinstance(cause, ChannelPreconditionFailed):
             # Waited for like the rest: once the operator deletes the queue, the next try works.

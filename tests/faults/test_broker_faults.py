@@ -14,9 +14,8 @@ import aio_pika
 import httpx
 import pytest
 
-from lantern_runtime.messaging import QueueSpec, Topology, build_broker, connect_broker
+from lantern_runtime.messaging import QueueSpec, Topology, declare_topology
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, REASON_HEADER
-from lantern_runtime.settings import BrokerSettings
 from order_flow.topology import PAYMENTS_QUEUE
 from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
 from tests.integration.conftest import drain
@@ -86,11 +85,7 @@ HELD_COUNT = 2
 
 
 async def declare(amqp_url: str, *specs: QueueSpec) -> None:
-    broker = build_broker(BrokerSettings(amqp_url=amqp_url), "faults")
-    try:
-        await connect_broker(broker, Topology(specs))
-    finally:
-        await broker.stop()
+    await declare_topology(amqp_url, Topology(specs))
 
 
 async def publish_to(

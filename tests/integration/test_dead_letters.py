@@ -15,6 +15,7 @@ from lantern_runtime.messaging import (
     Topology,
     build_broker,
     deadletters,
+    declare_topology,
     event_type,
     start_broker,
     work_queue_subscriber,
@@ -38,6 +39,7 @@ async def dead_lettered(amqp_url: str) -> list[deadletters.DeadLetter]:
     config = settings(amqp_url)
     broker = build_broker(config, "tests")
     work_queue_subscriber(broker, QUEUE, config)(refuse, filter=event_type(WidgetMade))
+    await declare_topology(amqp_url, Topology((QUEUE,)))
     await start_broker(broker, Topology((QUEUE,)), config)
     try:
         for message_id in IDS:

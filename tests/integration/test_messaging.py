@@ -17,6 +17,7 @@ from lantern_runtime.messaging import (
     Topology,
     build_broker,
     deadletters,
+    declare_topology,
     event_type,
     start_broker,
     work_queue_subscriber,
@@ -70,6 +71,7 @@ async def running(
         async def on_widget_made(event: WidgetMade, delivery: CurrentDelivery) -> None:
             await handle(event, delivery)  # type: ignore[misc]
 
+        await declare_topology(amqp_url, Topology((QUEUE,)))
         await start_broker(broker, Topology((QUEUE,)), config)
         brokers.append(broker)
         return broker

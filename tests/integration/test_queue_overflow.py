@@ -19,6 +19,7 @@ from lantern_runtime.messaging import (
     Topology,
     build_broker,
     connect_broker,
+    declare_topology,
 )
 from lantern_runtime.messaging.publisher import Event
 from lantern_runtime.messaging.topology import MAX_QUEUE_LENGTH
@@ -46,7 +47,8 @@ class GadgetMade(Event):
 
 @pytest.fixture
 async def broker(amqp_url: str) -> AsyncIterator[RabbitBroker]:
-    """Connected, with SMALL declared as every service declares its queues; nothing consumes."""
+    """Connected, with SMALL declared as the topology step declares it; nothing consumes."""
+    await declare_topology(amqp_url, Topology((SMALL,)))
     connected = build_broker(BrokerSettings(amqp_url=amqp_url), "tests")
     await connect_broker(connected, Topology((SMALL,)))
     yield connected
@@ -185,9 +187,5 @@ async def test_a_queue_declared_before_at_least_once_refuses_the_new_arguments_n
                 "x-dead-letter-routing-key": spec.name,
             },
         )
-    broker = build_broker(BrokerSettings(amqp_url=amqp_url), "tests")
-    try:
-        with pytest.raises(ChannelPreconditionFailed, match="inequivalent arg 'x-dead-letter-strategy'"):
-            await connect_broker(broker, Topology((spec,)))
-    finally:
-        await broker.stop()
+    with pytest.raises(ChannelPreconditionFailed, match="inequivalent arg 'x-dead-letter-strategy'"):
+        await declare_topology(amqp_url, Topology((spec,)))

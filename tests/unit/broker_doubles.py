@@ -11,7 +11,7 @@ from opentelemetry import context, propagate
 
 from lantern_runtime.messaging import EVENTS_EXCHANGE, EventPublisher
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER
-from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE
+from lantern_runtime.messaging.topology import REDELIVERIES_EXCHANGE
 from lantern_runtime.settings import BrokerSettings
 
 if TYPE_CHECKING:
@@ -69,11 +69,11 @@ def declared(broker: RabbitBroker, *, exchange: str, routing_key: str) -> Rabbit
 
 
 def retries(broker: RabbitBroker, spec: QueueSpec) -> RabbitPublisher:
-    return declared(broker, exchange="", routing_key=spec.retry_name)
+    return declared(broker, exchange=REDELIVERIES_EXCHANGE.name, routing_key=spec.retry_name)
 
 
 def dead_letters(broker: RabbitBroker, spec: QueueSpec) -> RabbitPublisher:
-    return declared(broker, exchange=DEAD_LETTER_EXCHANGE.name, routing_key=spec.name)
+    return declared(broker, exchange=REDELIVERIES_EXCHANGE.name, routing_key=spec.dead_name)
 
 
 def emitted(broker: RabbitBroker, event: type[Event]) -> RabbitPublisher:

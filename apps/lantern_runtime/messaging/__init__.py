@@ -4,9 +4,9 @@ dead letters and time limits, declared publishers, and each service's AsyncAPI d
 from lantern_runtime.messaging.asyncapi import asyncapi_router, messaging_app
 from lantern_runtime.messaging.broker import (
     broker_ready,
+    broker_user,
     build_broker,
     connect_broker,
-    declare_topology,
     redacted_url,
     start_broker,
     stop_consuming,
@@ -18,9 +18,16 @@ from lantern_runtime.messaging.consumer import (
     HandlerTimedOut,
     PoisonMessage,
 )
-from lantern_runtime.messaging.publisher import Event, EventPublisher, PublishFailed, event_publisher
+from lantern_runtime.messaging.declare import declare_topology
+from lantern_runtime.messaging.publisher import (
+    Event,
+    EventPublisher,
+    MessageTooLarge,
+    PublishFailed,
+    event_publisher,
+)
 from lantern_runtime.messaging.subscribe import event_type, work_queue_subscriber
-from lantern_runtime.messaging.topology import EVENTS_EXCHANGE, QueueSpec, Topology
+from lantern_runtime.messaging.topology import EVENTS_EXCHANGE, QueueSpec, Topology, TopologyNotDeclared
 
 __all__ = [
     "EVENTS_EXCHANGE",
@@ -30,12 +37,15 @@ __all__ = [
     "Event",
     "EventPublisher",
     "HandlerTimedOut",
+    "MessageTooLarge",
     "PoisonMessage",
     "PublishFailed",
     "QueueSpec",
     "Topology",
+    "TopologyNotDeclared",
     "asyncapi_router",
     "broker_ready",
+    "broker_user",
     "build_broker",
     "connect_broker",
     "declare_topology",

@@ -1,19 +1,24 @@
-"""The one way a Lantern service builds its RabbitBroker and declares the shared topology."""
+"""The one way a Lantern service builds its RabbitBroker and finds the shared topology."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
-from faststream import AckPolicy
+from faststream import AckPolicy, BaseMiddleware
+from faststream.message import encode_message
 from faststream.rabbit import Channel, RabbitBroker
 
-from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from lantern_runtime.messaging.declare import check_topology
+from lantern_runtime.messaging.publisher import MessageTooLarge
 from lantern_runtime.messaging.tracing import TracingMiddleware
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from faststream import ContextRepo
+    from faststream.rabbit.response import RabbitPublishCommand
 
     from lantern_runtime.messaging.topology import Topology
     from lantern_runtime.settings import BrokerSettings
@@ -36,7 +41,11 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
         ),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         graceful_timeout=settings.shutdown_timeout,
-        middlewares=(TracingMiddleware,),
+        # Inside the tracing middleware, so a refused publish is an error on its producer span.
+        middlewares=(
+            TracingMiddleware,
+            PublishPolicy(broker_user(settings.amqp_url), settings.broker_max_message_bytes),
+        ),
         logger=logging.getLogger(f"{service_name}.broker"),
         # FastStream's per-message "Received"/"Processed" lines repeat the consumer spans.
         log_level=logging.DEBUG,
@@ -45,37 +54,66 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
     )
 
 
-async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
-    """Declare every exchange, queue and binding of the flow; idempotent, so every service may."""
-    events = await broker.declare_exchange(EVENTS_EXCHANGE)
-    dead_letters = await broker.declare_exchange(DEAD_LETTER_EXCHANGE)
-    for spec in topology.queues:
-        work = await broker.declare_queue(spec.work_queue())
-        for routing_key in spec.routing_keys:
-            await work.bind(events, routing_key=routing_key)
-        await broker.declare_queue(spec.retry_queue())
-        dead = await broker.declare_queue(spec.dead_queue())
-        await dead.bind(dead_letters, routing_key=spec.name)
-
-
 async def connect_broker(broker: RabbitBroker, topology: Topology) -> None:
-    """Connect and declare the topology, without consuming yet. Both steps are idempotent, so a
-    start-up retrying after a failure may call it again."""
-    await broker.connect()
-    await declare_topology(broker, topology)
+    """Connect and look the topology up (passively: the service's user may not declare it),
+    without consuming yet. Raises TopologyNotDeclared naming what is missing, so a start-up
+    retrying meanwhile says why it waits; both steps are idempotent."""
+    connection = await broker.connect()
+    await check_topology(connection, topology)
 
 
 async def start_broker(broker: RabbitBroker, topology: Topology, settings: BrokerSettings) -> None:
-    """Connect, declare the topology, then start consuming; raise naming the URL if unreachable."""
+    """Connect, look the topology up, then start consuming; raise naming the URL if unreachable."""
     try:
-        await broker.connect()
+        connection = await broker.connect()
     except Exception as error:
         raise ConnectionError(
             f"cannot reach RabbitMQ at {redacted_url(settings.amqp_url)}: {error}. "
             "Start it (e.g. `rabbitmq-server -detached`) or set AMQP_URL."
         ) from error
-    await declare_topology(broker, topology)
+    await check_topology(connection, topology)
     await broker.start()
+
+
+def broker_user(amqp_url: str) -> str:
+    """The user an AMQP URL connects as (RabbitMQ's default, guest, when it names none)."""
+    return unquote(urlsplit(amqp_url).username or "guest")
+
+
+class PublishPolicy:
+    """Every publish of a broker: stamped with the connecting user as `user_id`, which RabbitMQ
+    checks (a consumer can then tell who published), and refused before sending when its body
+    is over the broker's max_message_size. A FastStream middleware factory."""
+
+    def __init__(self, user: str, max_bytes: int) -> None:
+        self.user = user
+        self.max_bytes = max_bytes
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> _PublishPolicyMiddleware:
+        return _PublishPolicyMiddleware(msg, context=context, policy=self)
+
+
+class _PublishPolicyMiddleware(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: ContextRepo, policy: PublishPolicy) -> None:
+        super().__init__(msg, context=context)
+        self.policy = policy
+
+    async def publish_scope(  # type: ignore[override]  # a Rabbit broker only publishes Rabbit commands
+        self, call_next: Callable[[Any], Awaitable[Any]], cmd: RabbitPublishCommand
+    ) -> Any:
+        body = cmd.body
+        size = len(body) if isinstance(body, bytes | bytearray) else len(encode_message(body, None)[0])
+        if size > self.policy.max_bytes:
+            what = cmd.message_options.get("message_type") or cmd.destination
+            raise MessageTooLarge(
+                f"{what} {cmd.message_options.get('message_id') or ''} is {size} bytes, over the "
+                f"broker's limit of {self.policy.max_bytes} bytes (BROKER_MAX_MESSAGE_BYTES, the "
+                "chart's rabbitmq.maxMessageBytes); it was not sent",
+                size=size,
+                limit=self.policy.max_bytes,
+            )
+        cmd.message_options["user_id"] = self.policy.user
+        return await call_next(cmd)
 
 
 def redacted_url(url: str) -> str:

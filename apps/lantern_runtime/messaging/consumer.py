@@ -49,10 +49,14 @@ ATTEMPT_HEADER = "x-lantern-attempt"
 REASON_HEADER = "x-lantern-reason"
 QUEUE_HEADER = "x-lantern-queue"
 ORIGIN_TRACEPARENT_HEADER = "x-lantern-origin-traceparent"
+# Who first published a message that a consumer sent on to a delay or dead queue: the message's
+# user_id, which RabbitMQ checked; the republished copy carries the consumer's own.
+PUBLISHER_HEADER = "x-lantern-publisher"
 
 __all__ = [
     "ATTEMPT_HEADER",
     "ORIGIN_TRACEPARENT_HEADER",
+    "PUBLISHER_HEADER",
     "QUEUE_HEADER",
     "REASON_HEADER",
     "CurrentDelivery",
@@ -112,9 +116,9 @@ CurrentDelivery = Annotated[Delivery, Depends(current_delivery)]
 class DeliveryPolicy:
     """The middleware of one work queue's subscriber: a factory FastStream calls per message.
 
-    `retry` publishes to `<queue>.retry` (default exchange), `dead` to the dead-letter exchange
-    with the queue's name as routing key: both declared publishers, so the AsyncAPI document shows
-    them and tests see what they were given.
+    `retry` publishes to `<queue>.retry`, `dead` to `<queue>.dead`, each through the
+    lantern.redeliveries exchange with the queue's name as routing key: both declared publishers,
+    so the AsyncAPI document shows them and tests see what they were given.
     """
 
     def __init__(
@@ -207,6 +211,8 @@ class DeliveryPolicy:
         merged = dict(message.headers)
         if "traceparent" in merged:
             merged.setdefault(ORIGIN_TRACEPARENT_HEADER, merged["traceparent"])
+        if message.user_id:
+            merged.setdefault(PUBLISHER_HEADER, message.user_id)
         merged.update(headers)
         await publisher.publish(
             message.body,

@@ -11,7 +11,14 @@ refused with the migration to make. Replay publishes each chosen message (with p
 confirms, keeping its trace headers) to the one queue it failed on, not through the exchange,
 so other consumers of the same event do not see it twice; only once the broker has confirmed it
 is the dead letter removed, and the others are given back untouched. The broker comes from
-AMQP_URL.
+AMQP_URL: the admin's, since the services' users may read no dead queue.
+
+Who published: a dead letter's `publisher` is the user that first published the message (the
+x-lantern-publisher header a consumer adds when it dead-letters, else the message's user_id,
+which RabbitMQ checked). A replay is published by the replaying user: RabbitMQ refuses a publish
+whose user_id is not the connecting user's (unless that user has the `impersonator` tag, which
+Lantern gives no one), so the replayed copy carries the replaying user's user_id, and keeps the
+first publisher in x-lantern-publisher.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.exceptions import ChannelPreconditionFailed
 
-from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER
+from lantern_runtime.messaging.broker import broker_user
+from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, PUBLISHER_HEADER, QUEUE_HEADER, REASON_HEADER
 from lantern_runtime.messaging.topology import QueueSpec
 
 if TYPE_CHECKING:
@@ -63,6 +71,8 @@ class DeadLetter:
     reason: str
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
+    # The broker user that first published it (see the module's docstring).
+    publisher: str | None = None
 
 
 def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
@@ -75,7 +85,15 @@ def _describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
         reason=str(headers.get(REASON_HEADER, _broker_reason(headers))),
         body=message.body,
         headers=headers,
+        publisher=_publisher_of(message),
     )
+
+
+def _publisher_of(message: AbstractIncomingMessage) -> str | None:
+    first = (message.headers or {}).get(PUBLISHER_HEADER)
+    if isinstance(first, bytes):
+        first = first.decode(errors="replace")
+    return str(first) if first else message.user_id
 
 
 def _broker_reason(headers: dict[str, Any]) -> str:
@@ -142,6 +160,7 @@ async def replay(
 ) -> int:
     """Republish dead letters onto `queue` (with confirms), then remove them; returns how many."""
     connection = await aio_pika.connect(amqp_url)
+    replaying_user = broker_user(amqp_url)
     replayed = 0
     try:
         channel, dead_queue = await _dead_queue(connection, queue)
@@ -152,6 +171,8 @@ async def replay(
             for message in chosen:
                 headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEAD_LETTER_HEADERS}
                 headers[ATTEMPT_HEADER] = 1
+                if (first := _publisher_of(message)) is not None:
+                    headers[PUBLISHER_HEADER] = first
                 # Waits for the broker's confirm; an unroutable message (mandatory) raises.
                 await channel.default_exchange.publish(
                     aio_pika.Message(
@@ -162,6 +183,7 @@ async def replay(
                         correlation_id=message.correlation_id,
                         content_type=message.content_type,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        user_id=replaying_user,
                     ),
                     routing_key=queue,
                     mandatory=True,
@@ -201,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             for letter in letters:
                 print(
                     f"{letter.queue}\t{letter.message_id}\t{letter.message_type}"
-                    f"\tattempts={letter.attempts}\t{letter.reason}"
+                    f"\tattempts={letter.attempts}\tpublisher={letter.publisher}\t{letter.reason}"
                 )
             print(f"{len(letters)} dead letter(s)")
             return 0

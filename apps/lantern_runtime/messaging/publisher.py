@@ -33,6 +33,16 @@ class PublishFailed(Exception):
     """The broker did not confirm a message; it was not sent and the caller must keep it."""
 
 
+class MessageTooLarge(PublishFailed):
+    """The message's body is over the broker's max_message_size, so it was not sent: no retry
+    can send it until the limit (BROKER_MAX_MESSAGE_BYTES and the broker's) is raised."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
 def event_publisher(
     broker: RabbitBroker, event: type[Event], *, description: str | None = None
 ) -> RabbitPublisher:
@@ -83,7 +93,8 @@ class EventPublisher:
         message_id: str,
         correlation_id: str | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise PublishFailed otherwise."""
+        """Publish and wait for the broker's confirm; raise PublishFailed otherwise, and
+        MessageTooLarge, before sending, for a body over BROKER_MAX_MESSAGE_BYTES."""
         declared = self._publishers.get(event_type)
         try:
             if declared is not None:
@@ -108,6 +119,8 @@ class EventPublisher:
                 timestamp=datetime.now(UTC),
                 timeout=self._timeout,
             )
+        except MessageTooLarge:
+            raise
         except Exception as error:
             # aio-pika raises on a nack, a return (unroutable) or a confirm timeout.
             raise PublishFailed(f"{event_type} {message_id} was not published: {error}") from error

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from faststream.rabbit import RabbitQueue, RabbitRouter
 
 from lantern_runtime.messaging.consumer import DeliveryPolicy
-from lantern_runtime.messaging.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from lantern_runtime.messaging.topology import EVENTS_EXCHANGE, REDELIVERIES_EXCHANGE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -56,24 +56,27 @@ def work_queue_subscriber(
 ) -> RabbitSubscriber:
     """The one subscriber of `spec`'s work queue, with Lantern's delivery policy around its
     handlers. Its retry and dead-letter publishers are declared on the broker too."""
+    # Through lantern.redeliveries by the queues' own names, not the default exchange: the
+    # service's user may publish there only to its own queues (see messaging.permissions).
     retry = broker.publisher(
-        RabbitQueue(spec.retry_name, declare=False),
+        exchange=REDELIVERIES_EXCHANGE,
+        routing_key=spec.retry_name,
         title=f"{spec.retry_name}:Retry",
         description=(
             f"A failed message of {spec.name}, waiting out its delay (per-message TTL) before "
             f"RabbitMQ dead-letters it back onto {spec.name}; headers: x-lantern-attempt (the next "
-            "attempt), x-lantern-origin-traceparent."
+            "attempt), x-lantern-origin-traceparent, x-lantern-publisher."
         ),
         persist=True,
     )
     dead = broker.publisher(
-        exchange=DEAD_LETTER_EXCHANGE,
-        routing_key=spec.name,
+        exchange=REDELIVERIES_EXCHANGE,
+        routing_key=spec.dead_name,
         title=f"{spec.dead_name}:DeadLetter",
         description=(
             f"A message of {spec.name} that cannot succeed (poison, or its last attempt failed), "
             f"bound for {spec.dead_name}; headers: x-lantern-reason, x-lantern-attempt, "
-            "x-lantern-queue, x-lantern-origin-traceparent."
+            "x-lantern-queue, x-lantern-origin-traceparent, x-lantern-publisher."
         ),
         persist=True,
     )

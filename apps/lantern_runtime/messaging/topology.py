@@ -1,10 +1,20 @@
-"""Exchanges and queues, declared the same way by every service so no event is ever unroutable.
+"""Exchanges and queues. A privileged step declares all of them before any service starts
+(lantern_runtime.messaging.declare: an init container in the chart, the devstack, the test
+fixtures), so no event is ever unroutable; the services only look them up (passive declares),
+since their broker users may not configure anything (lantern_runtime.messaging.permissions).
 
 Each work queue is a durable quorum queue with a delivery limit. Beside it:
 - `<queue>.retry`, a delay queue without consumers: a message waits there for its per-message
   TTL, then RabbitMQ dead-letters it back onto the work queue;
 - `<queue>.dead`, where a message ends after its last attempt, or straight away if it is poison:
   a durable classic queue, which has no delivery limit (see `dead_queue`).
+
+A consumer sends a message to either through the topic exchange `lantern.redeliveries`, routed by
+the queue's own name (`<queue>.retry`, `<queue>.dead`), never through the default exchange: write
+on the default exchange reaches every queue by name, whereas topic permissions on
+lantern.redeliveries limit each service's user to its own queues' keys. RabbitMQ's own dead
+lettering (a delivery limit, the delay queue's TTL) uses the queues' x-dead-letter-exchange
+arguments and needs no user permission.
 
 Work and delay queues dead-letter **at least once** (RabbitMQ 3.10+, quorum queues only;
 https://www.rabbitmq.com/docs/quorum-queues#dead-lettering): the source queue keeps a
@@ -40,8 +50,22 @@ DELIVERY_LIMIT = 20
 # within the chart's 2 GiB volume. Dead-lettered messages not yet confirmed count toward it.
 MAX_QUEUE_LENGTH = 100_000
 
-EVENTS_EXCHANGE = RabbitExchange("lantern.events", type=ExchangeType.TOPIC, durable=True)
-DEAD_LETTER_EXCHANGE = RabbitExchange("lantern.dead-letters", type=ExchangeType.DIRECT, durable=True)
+# As the services see them: looked up, never declared (declare=False is a passive declare, which
+# needs no permission); lantern_runtime.messaging.declare declares them.
+EVENTS_EXCHANGE = RabbitExchange("lantern.events", type=ExchangeType.TOPIC, durable=True, declare=False)
+# Where RabbitMQ itself dead-letters a work queue's message (x-dead-letter-exchange).
+DEAD_LETTER_EXCHANGE = RabbitExchange(
+    "lantern.dead-letters", type=ExchangeType.DIRECT, durable=True, declare=False
+)
+# Where a consumer sends a message to its queue's delay or dead queue, by the queue's name.
+REDELIVERIES_EXCHANGE = RabbitExchange(
+    "lantern.redeliveries", type=ExchangeType.TOPIC, durable=True, declare=False
+)
+EXCHANGES = (EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE, REDELIVERIES_EXCHANGE)
+
+
+class TopologyNotDeclared(Exception):
+    """A queue or exchange a service looks up does not exist: the topology step has not run."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,11 @@ class QueueSpec:
     routing_keys: tuple[str, ...]
     # Of the work queue and of its delay queue, each (see MAX_QUEUE_LENGTH).
     max_length: int = MAX_QUEUE_LENGTH
+
+    @property
+    def owner(self) -> str:
+        """The component that consumes it: work queues are named `<component>.<what>`."""
+        return self.name.split(".", 1)[0]
 
     @property
     def retry_name(self) -> str:

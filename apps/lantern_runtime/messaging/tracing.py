@@ -60,6 +60,9 @@ def _process_attributes(msg: StreamMessage[Any]) -> dict[str, Any]:
         attributes["messaging.message.id"] = msg.message_id
     if raw.redelivered:
         attributes["messaging.rabbitmq.redelivered"] = True
+    if raw.user_id:
+        # The publisher's broker user, which RabbitMQ checked against its login.
+        attributes["lantern.publisher"] = raw.user_id
     return attributes
 
 

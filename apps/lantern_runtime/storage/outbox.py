@@ -7,6 +7,11 @@ in the trace context saved with them, so the trace connects even after a restart
 No transaction is held while publishing: a batch is claimed with a short lease in one
 statement, published, then marked sent. A relay that dies mid-batch leaves its lease to
 expire, and another (or the next start) publishes the rest; consumers drop the duplicates.
+
+A row the broker can never take as it is, a body over BROKER_MAX_MESSAGE_BYTES, is parked: left
+unsent under a long lease (`park_seconds`), logged as an error naming its size and the limit, and
+the rows after it go on. A failure that may pass (the broker down, a nack) stops the batch
+instead, and the next pass retries from that row, so events keep their order.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from sqlalchemy import (
     select,
     update,
 )
+
+from lantern_runtime.messaging.publisher import MessageTooLarge
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -87,6 +94,7 @@ class OutboxRelay:
         poll_seconds: float,
         batch_size: int = 100,
         lease_seconds: float = 30.0,
+        park_seconds: float = 3600.0,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -94,6 +102,8 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
         self._lease = timedelta(seconds=lease_seconds)
+        # Until a parked row is tried again: once an hour, in case the limit was raised meanwhile.
+        self._park = timedelta(seconds=park_seconds)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -136,10 +146,11 @@ class OutboxRelay:
                 return
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unsent rows; returns how many were sent. Raises on the first row
-        the broker does not take, after marking those before it sent."""
+        """Publish one batch of unsent rows; returns how many were sent or parked. Raises on the
+        first row the broker does not take, after marking those before it sent."""
         rows = await self._claim()
         sent: list[int] = []
+        parked: list[int] = []
         try:
             for row in rows:
                 token = otel_context.attach(propagate.extract(row.trace_headers or {}))
@@ -150,12 +161,27 @@ class OutboxRelay:
                         message_id=row.message_id,
                         correlation_id=row.correlation_id,
                     )
+                except MessageTooLarge as error:
+                    logger.error(
+                        "outbox row too large to publish; parked",
+                        extra={
+                            "message_id": row.message_id,
+                            "event_type": row.event_type,
+                            "size": error.size,
+                            "limit": error.limit,
+                            "retry_seconds": self._park.total_seconds(),
+                            "error": str(error),
+                        },
+                    )
+                    parked.append(row.id)
+                    continue
                 finally:
                     otel_context.detach(token)
                 sent.append(row.id)
         finally:
-            await self._settle(sent, [row.id for row in rows if row.id not in sent])
-        return len(sent)
+            done = {*sent, *parked}
+            await self._settle(sent, [row.id for row in rows if row.id not in done], parked)
+        return len(sent) + len(parked)
 
     async def _claim(self) -> list[Any]:
         outbox = self._outbox
@@ -181,9 +207,9 @@ class OutboxRelay:
             )
             return sorted(claimed.all(), key=lambda row: row.id)
 
-    async def _settle(self, sent: list[int], unsent: list[int]) -> None:
+    async def _settle(self, sent: list[int], unsent: list[int], parked: list[int]) -> None:
         outbox = self._outbox
-        if not sent and not unsent:
+        if not sent and not unsent and not parked:
             return
         async with self._engine.begin() as conn:
             if sent:
@@ -193,3 +219,9 @@ class OutboxRelay:
             if unsent:
                 # Released at once, so the next pass retries them without waiting out the lease.
                 await conn.execute(update(outbox).where(outbox.c.id.in_(unsent)).values(claimed_until=None))
+            if parked:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(parked))
+                    .values(claimed_until=datetime.now(UTC) + self._park)
+                )

@@ -1,0 +1,201 @@
+"""Declare the topology: `python -m lantern_runtime.messaging.declare COMPONENT`.
+
+    python -m lantern_runtime.messaging.declare orders              # AMQP_URL: the admin's
+    python -m lantern_runtime.messaging.declare orders --wait 300   # first wait for the broker
+
+Every exchange, queue and binding of the topology (order_flow.topology's ORDER_FLOW unless
+--topology names another `module:ATTRIBUTE`), declared with a user that may configure them: the
+broker's admin. The services' own users may not (lantern_runtime.messaging.permissions); they
+look the topology up at start-up and wait, saying so, while it is missing. In Kubernetes each
+pod of a component with `amqp` runs this as an init container before the service starts (the
+component only names the log lines); the devstack and the test fixtures call
+`declare_topology`. Idempotent: declaring what exists with the same arguments changes nothing,
+and what a release adds (an exchange, a binding, a queue) is added to an existing broker.
+
+Exit codes: 0 declared; 1 the broker refused a declaration (e.g. a queue declared with other
+arguments by another version); 2 bad arguments; 3 the broker did not answer within --wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import aio_pika
+from aiormq.exceptions import ChannelClosed, ChannelNotFoundEntity
+from tenacity import AsyncRetrying, RetryError, retry_if_not_exception_type, stop_after_delay
+from tenacity import wait_random_exponential as jitter
+
+from lantern_runtime.messaging.topology import (
+    DEAD_LETTER_EXCHANGE,
+    EVENTS_EXCHANGE,
+    EXCHANGES,
+    REDELIVERIES_EXCHANGE,
+    Topology,
+    TopologyNotDeclared,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aio_pika.abc import AbstractChannel, AbstractConnection
+    from faststream.rabbit import RabbitQueue
+
+logger = logging.getLogger("lantern_runtime.messaging.declare")
+
+BROKER_UNREACHABLE = 3
+DEFAULT_TOPOLOGY = "order_flow.topology:ORDER_FLOW"
+
+
+async def declare_topology(amqp_url: str, topology: Topology) -> None:
+    """Declare every exchange, queue and binding of `topology` (idempotent)."""
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    try:
+        await _declare(await connection.channel(), topology)
+    finally:
+        await connection.close()
+
+
+async def _declare(channel: AbstractChannel, topology: Topology) -> None:
+    exchanges = {
+        exchange.name: await channel.declare_exchange(
+            exchange.name, aio_pika.ExchangeType(exchange.type.value), durable=exchange.durable
+        )
+        for exchange in EXCHANGES
+    }
+    events = exchanges[EVENTS_EXCHANGE.name]
+    dead_letters = exchanges[DEAD_LETTER_EXCHANGE.name]
+    redeliveries = exchanges[REDELIVERIES_EXCHANGE.name]
+    for spec in topology.queues:
+        work = await _declare_queue(channel, spec.work_queue())
+        for routing_key in spec.routing_keys:
+            await work.bind(events, routing_key=routing_key)
+        retry = await _declare_queue(channel, spec.retry_queue())
+        await retry.bind(redeliveries, routing_key=spec.retry_name)
+        dead = await _declare_queue(channel, spec.dead_queue())
+        # RabbitMQ's own dead letters (delivery limit) come by lantern.dead-letters, a
+        # consumer's by lantern.redeliveries.
+        await dead.bind(dead_letters, routing_key=spec.name)
+        await dead.bind(redeliveries, routing_key=spec.dead_name)
+
+
+async def _declare_queue(channel: AbstractChannel, queue: RabbitQueue) -> aio_pika.abc.AbstractQueue:
+    return await channel.declare_queue(queue.name, durable=queue.durable, arguments=queue.arguments)
+
+
+async def check_topology(connection: AbstractConnection, topology: Topology) -> None:
+    """Raise TopologyNotDeclared naming the first exchange or queue of `topology` missing.
+
+    Passive declares, which need no permission: a service's user may run them. Each on a
+    channel of its own, since RabbitMQ closes a channel on which one finds nothing."""
+    wanted = [("exchange", exchange.name) for exchange in EXCHANGES]
+    wanted += [
+        ("queue", name) for spec in topology.queues for name in (spec.name, spec.retry_name, spec.dead_name)
+    ]
+    for kind, name in wanted:
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            if kind == "exchange":
+                await channel.get_exchange(name, ensure=True)
+            else:
+                await channel.get_queue(name, ensure=True)
+        except ChannelNotFoundEntity as error:
+            raise TopologyNotDeclared(
+                f"{kind} {name} is not declared; run the topology step "
+                "(python -m lantern_runtime.messaging.declare, an init container in the chart) "
+                "with the broker's admin user"
+            ) from error
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+def load_topology(reference: str) -> Topology:
+    module, _, attribute = reference.partition(":")
+    topology = getattr(importlib.import_module(module), attribute or "ORDER_FLOW", None)
+    if not isinstance(topology, Topology):
+        raise LookupError(f"{reference} is not a Topology")
+    return topology
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lantern_runtime.messaging.declare", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("component", help="the component whose pod runs it (named in the log lines)")
+    parser.add_argument(
+        "--topology", default=DEFAULT_TOPOLOGY, help=f"module:ATTRIBUTE (default {DEFAULT_TOPOLOGY})"
+    )
+    parser.add_argument("--amqp-url", help="default: AMQP_URL (a user that may configure the topology)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to keep retrying while the broker does not answer (default: one try)",
+    )
+    return parser
+
+
+async def _run(amqp_url: str, topology: Topology, wait: float, component: str) -> int:
+    # Here, not at the top: lantern_runtime.startup imports this package.
+    from lantern_runtime.messaging.broker import redacted_url
+    from lantern_runtime.startup import explain
+
+    url = redacted_url(amqp_url)
+
+    def log_wait(state: object) -> None:
+        error = getattr(getattr(state, "outcome", None), "exception", lambda: None)()
+        reason = explain(error, amqp_url) if error is not None else "no answer"
+        logger.warning(f"waiting for the broker at {url} to declare the topology: {reason}")
+
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(wait),
+        wait=jitter(multiplier=0.5, max=5.0),
+        # Anything but a refusal is worth another try until the deadline: a broker still
+        # starting, a name not yet in DNS, credentials not yet imported from the definitions.
+        retry=retry_if_not_exception_type(ChannelClosed),
+        before_sleep=log_wait,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await declare_topology(amqp_url, topology)
+    except RetryError as error:
+        last = error.last_attempt.exception()
+        reason = explain(last, amqp_url) if last is not None else "no answer"
+        logger.error(f"the broker at {url} did not answer within {wait:g} s: {reason}")
+        return BROKER_UNREACHABLE
+    except ChannelClosed as error:
+        logger.error(f"the broker at {url} refused the topology: {explain(error, amqp_url)}")
+        return 1
+    names = ", ".join(spec.name for spec in topology.queues)
+    logger.info(f"topology declared for {component}: {len(topology.queues)} work queues ({names})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lantern_runtime.telemetry import JsonLogFormatter
+
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    amqp_url = arguments.amqp_url or os.environ.get("AMQP_URL")
+    if not amqp_url:
+        parser.error("no broker: set AMQP_URL or pass --amqp-url")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter(arguments.component))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    try:
+        topology = load_topology(arguments.topology)
+    except (ImportError, LookupError) as error:
+        logger.error(f"no topology {arguments.topology!r}: {error}")
+        return 2
+    return asyncio.run(_run(amqp_url, topology, arguments.wait, arguments.component))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
