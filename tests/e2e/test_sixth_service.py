@@ -160,7 +160,7 @@ def platform(copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def test_shipping_runs_beside_the_five_and_joins_the_orders_trace(platform: Stack) -> None:
     assert httpx.get(f"{platform.url('shipping')}/readyz").json() == {"status": "ready"}
     with httpx.Client(
-        base_url=platform.url("gateway"), timeout=10, headers=platform.auth_headers()
+        base_url=platform.url("gateway"), timeout=10, headers=platform.auth_headers(subject="c-6")
     ) as gateway:
         response = gateway.post(
             "/api/orders",
