@@ -234,7 +234,8 @@ def _add_component(root: Path, service: NewService) -> Path:
     port: {service.port}
     service: {{type: ClusterIP, nodePort: null}}
     env: {{}}
-    amqp: true
+    # Its RabbitMQ user reads {service.queue_name}; list here the events it publishes.
+    amqp: {{publishes: []}}
     database: {"true" if service.database else "false"}
     # true: it gets the key to verify the caller's subject the gateway signs (as orders does).
     trustsSubject: false

@@ -248,7 +248,8 @@ def test_staging_takes_broker_and_databases_from_existing_secrets(
     staging = renders["staging"]
     for name in DATABASE_OWNERS:
         env = _env_refs(_container(staging, name))
-        assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-amqp", "key": "url"}
+        # Each service's own broker user; key `url` (the admin) is the topology step's only.
+        assert env["AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "lantern-amqp", "key": f"{name}-url"}
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
             "name": "lantern-database",
             "key": f"{name}-url",

@@ -56,15 +56,69 @@ capabilities:
   drop: [ALL]
 {{- end }}
 
-{{/* Name of the Secret and key that hold AMQP_URL. */}}
+{{/*
+Name of the Secret and key that hold one component's AMQP_URL: its own broker
+user's, key <name>-url. Call with (dict "root" $ "name" "orders").
+*/}}
 {{- define "lantern.amqpSecret" -}}
+{{- $rabbitmq := .root.Values.rabbitmq -}}
+{{- if $rabbitmq.enabled -}}
+{{ dict "name" "rabbitmq-credentials" "key" (printf "%s-url" .name) | toJson }}
+{{- else if $rabbitmq.external.existingSecret -}}
+{{ dict "name" $rabbitmq.external.existingSecret "key" (printf "%s-url" .name) | toJson }}
+{{- else -}}
+{{ fail "rabbitmq.enabled=false needs rabbitmq.external.existingSecret: the name of a Secret holding the AMQP URLs" }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Name of the Secret and key that hold the broker administrator's AMQP URL. Only the
+topology init containers (templates/_topology.tpl) read it, never a service.
+*/}}
+{{- define "lantern.amqpAdminSecret" -}}
 {{- if .Values.rabbitmq.enabled -}}
 {{ dict "name" "rabbitmq-credentials" "key" "url" | toJson }}
 {{- else if .Values.rabbitmq.external.existingSecret -}}
 {{ dict "name" .Values.rabbitmq.external.existingSecret "key" .Values.rabbitmq.external.urlKey | toJson }}
 {{- else -}}
-{{ fail "rabbitmq.enabled=false needs rabbitmq.external.existingSecret: the name of a Secret holding the AMQP URL" }}
+{{ fail "rabbitmq.enabled=false needs rabbitmq.external.existingSecret: the name of a Secret holding the AMQP URLs" }}
 {{- end -}}
+{{- end }}
+
+{{/* Names of the enabled components with `amqp`, sorted: each has a broker user of its name. */}}
+{{- define "lantern.amqpUsers" -}}
+{{- $names := list -}}
+{{- range $name, $c := .Values.components }}{{ if and $c.enabled $c.amqp }}{{ $names = append $names $name }}{{ end }}{{ end -}}
+{{ $names | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
+One broker user's permissions, as JSON {configure, write, read, topics: [{exchange,
+write, read}]}: the rules of apps/lantern_runtime/messaging/permissions.py (which
+says why), from the component's name and `amqp.publishes` (none for `amqp: true`).
+Call with (dict "name" "orders" "amqp" $c.amqp).
+*/}}
+{{- define "lantern.brokerPermissions" -}}
+{{- $published := list -}}
+{{- if kindIs "map" .amqp }}{{ $published = .amqp.publishes | default list }}{{ end -}}
+{{- $events := list -}}
+{{- range $published | uniq | sortAlpha }}{{ $events = append $events (regexQuoteMeta .) }}{{ end -}}
+{{- $exchanges := list -}}
+{{- if $events }}{{ $exchanges = append $exchanges (regexQuoteMeta "lantern.events") }}{{ end -}}
+{{- $exchanges = append $exchanges (regexQuoteMeta "lantern.redeliveries") -}}
+{{- $own := regexQuoteMeta .name -}}
+{{- $eventKeys := "^$" -}}
+{{- if $events }}{{ $eventKeys = printf "^(%s)$" (join "|" $events) }}{{ end -}}
+{{- $topics := list
+  (dict "exchange" "lantern.events" "write" $eventKeys "read" "^$")
+  (dict "exchange" "lantern.redeliveries" "write" (printf "^%s\\.[^.]+\\.(retry|dead)$" $own) "read" "^$")
+-}}
+{{- dict
+  "configure" "^$"
+  "write" (printf "^(%s)$" (join "|" $exchanges))
+  "read" (printf "^%s\\.[^.]+$" $own)
+  "topics" $topics
+  | toJson -}}
 {{- end }}
 
 {{/*
@@ -106,7 +160,7 @@ Call with (dict "root" $ "name" "orders" "component" $c).
 {{- $v := .root.Values -}}
 {{- $out := list -}}
 {{- if .component.amqp }}
-{{- $amqp := include "lantern.amqpSecret" .root | fromJson -}}
+{{- $amqp := include "lantern.amqpSecret" (dict "root" .root "name" .name) | fromJson -}}
 {{- $out = append $out (dict "env" "AMQP_URL" "secret" $amqp.name "key" $amqp.key) -}}
 {{- end }}
 {{- if .component.database }}
