@@ -48,6 +48,8 @@ def running(
         if services is None:
             stack.start()
         else:
+            # The topology and the services' broker users, as start() makes them.
+            stack.prepare_broker()
             for service in services:
                 stack.start_service(service)
         stack.wait_ready(timeout=90)

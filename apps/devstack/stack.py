@@ -10,6 +10,7 @@ there runs here too. A component's env values that name another component's Serv
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,7 +29,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from devstack.private import PRIVATE_UMASK, private_directory, private_log
+from devstack.rabbitmq import broker_users_unavailable, service_users
 from gateway.auth import issue_token
+
+logger = logging.getLogger(__name__)
 
 # The chart of the checkout this module belongs to; LANTERN_CHART names another.
 CHART = Path(os.environ.get("LANTERN_CHART") or Path(__file__).resolve().parents[2] / "charts" / "lantern")
@@ -46,6 +50,9 @@ class Component:
     database: bool
     # Its env values that are another component's URL, e.g. BANK_URL -> ("bank", "http://bank:8003").
     urls: dict[str, str]
+    # Talks to RabbitMQ (`amqp` in the chart), and the events it publishes (`amqp.publishes`).
+    amqp: bool = False
+    publishes: tuple[str, ...] = ()
     # Gets the key that verifies the gateway's signed subject (`trustsSubject`, as orders).
     trusts_subject: bool = False
 
@@ -68,11 +75,15 @@ def chart_components(chart: Path = CHART) -> dict[str, Component]:
             for key, value in (component.get("env") or {}).items()
             if urlsplit(str(value)).hostname in declared and urlsplit(str(value)).scheme in ("http", "https")
         }
+        amqp = component.get("amqp") or False
+        publishes = tuple(amqp.get("publishes") or ()) if isinstance(amqp, dict) else ()
         out[name] = Component(
             name,
             int(component["port"]),
             bool(component["database"]),
             urls,
+            bool(amqp),
+            publishes,
             trusts_subject=bool(component.get("trustsSubject")),
         )
     return out
@@ -103,9 +114,16 @@ class Stack:
     subject_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     # Migrate each database before its service first starts; False when the caller has.
     migrate: bool = True
+    # Where start() declares the topology, as the admin (default amqp_url); None: the caller has.
+    topology_url: str | None = ""
+    # Give each service with `amqp` a RabbitMQ user of its own with the chart's permissions
+    # (when rabbitmqctl can make one, see start()); amqp_url stays the admin's.
+    broker_users: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
     _migrated: set[str] = field(default_factory=set)
+    _amqp_urls: dict[str, str] = field(default_factory=dict)
+    _cleanup: ExitStack = field(default_factory=ExitStack)
 
     def __post_init__(self) -> None:
         self.ports = {name: c.port for name, c in self.components.items()} | self.ports
@@ -145,7 +163,7 @@ class Stack:
             **os.environ,
             "PORT": str(self.ports[service]),
             "HOST": "127.0.0.1",
-            "AMQP_URL": self.amqp_url,
+            "AMQP_URL": self._amqp_urls.get(service, self.amqp_url),
             **self._local_urls(service),
             # One database per service, as in Kubernetes; e.g. ORDERS_DATABASE_URL points orders
             # at PostgreSQL for a local run.
@@ -199,8 +217,44 @@ class Stack:
                 dict(os.environ),
             )
         self.migrate_databases(self.services)
+        self.prepare_broker()
         for service in self.services:
             self.start_service(service)
+
+    def prepare_broker(self) -> None:
+        """What the chart's RabbitMQ and init containers give the services: the topology
+        declared by the admin, and a user per service with its own permissions only."""
+        amqp = {name: c.publishes for name, c in self.components.items() if c.amqp}
+        if not amqp:
+            return
+        if self.topology_url is not None:
+            self.declare_topology(self.topology_url or self.amqp_url, next(iter(amqp)))
+        if not self.broker_users or self._amqp_urls:
+            return
+        unavailable = broker_users_unavailable(self.amqp_url)
+        if unavailable:
+            logger.warning(
+                f"every service uses AMQP_URL's user, without per-service permissions: {unavailable}"
+            )
+            return
+        self._amqp_urls = self._cleanup.enter_context(service_users(self.amqp_url, amqp))
+
+    def declare_topology(self, admin_url: str, component: str) -> None:
+        """Run the topology step the init containers run, with this checkout's topology."""
+        env = {**self.env_for(component), "AMQP_URL": admin_url}
+        self._spawn(
+            "topology",
+            [sys.executable, "-m", "lantern_runtime.messaging.declare", component, "--wait", "30"],
+            env,
+        )
+        process = self.processes.pop("topology")
+        try:
+            returncode = process.wait(MIGRATION_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            returncode = process.wait()
+        if returncode != 0:
+            raise RuntimeError(f"the topology step failed (exit {returncode}):\n{self.tail('topology')}")
 
     def start_service(self, service: str) -> None:
         self.migrate_databases((service,))
@@ -322,6 +376,9 @@ class Stack:
             self.stop_service(name, timeout=5)
         for log in self._logs:
             log.close()
+        # The run's broker users go once nothing uses them.
+        self._cleanup.close()
+        self._amqp_urls = {}
 
 
 def development_secret(path: Path) -> str:

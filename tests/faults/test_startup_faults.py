@@ -135,6 +135,8 @@ def unreachable_platform(tmp_path: Path) -> Iterator[tuple[Stack, Forwarder]]:
             tmp_path / "platform",
             ports={service: free_port() for service in DEFAULT_PORTS},
             amqp_url=f"amqp://guest:guest@127.0.0.1:{via['amqp']}/{vhost}",
+            # The topology step ran beforehand, straight to the broker, as an init container would.
+            topology_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
             otlp_endpoint=f"http://127.0.0.1:{via['otlp']}",
             extra_env={**FAST_RECOVERY, "OTEL_BSP_SCHEDULE_DELAY": "100"},
             service_env=service_env,
