@@ -39,11 +39,17 @@ def public_router(
         "/api/orders",
         tags=["orders"],
         summary="Place an order",
-        description="Needs scope `orders:write`. The same Idempotency-Key again returns the same order.",
+        description=(
+            "Needs scope `orders:write`. The order is the caller's (the token's subject): a "
+            "`customer_id` in the body, if sent, must be that subject (403 otherwise). The same "
+            "Idempotency-Key again from the same caller returns the same order; each caller's keys "
+            "are its own."
+        ),
         status_code=202,
         response_model=OrderAccepted,
         responses={
             **UNAUTHENTICATED,
+            403: problem("the token lacks orders:write, or the body's customer_id is not its subject"),
             400: problem("the JSON body nests too deeply"),
             409: problem("the Idempotency-Key was used with a different body"),
             413: problem("the body is too large"),
@@ -59,11 +65,14 @@ def public_router(
         "/api/orders/{order_id}",
         tags=["orders"],
         summary="Read an order",
-        description="Needs scope `orders:read`. Pending until paid, then confirmed or cancelled.",
+        description=(
+            "Needs scope `orders:read`. Pending until paid, then confirmed or cancelled. Another "
+            "caller's order is 404, as a missing one."
+        ),
         response_model=OrderView,
         responses={
             **UNAUTHENTICATED,
-            404: problem("no such order"),
+            404: problem("no such order of the caller's"),
             422: problem("bad order id"),
             **UNAVAILABLE,
         },
