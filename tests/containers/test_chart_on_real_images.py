@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -48,6 +48,12 @@ def as_customer(platform: Platform, subject: str = CUSTOMER) -> SignedSubject:
     return SignedSubject(platform.runs["orders"].env["GATEWAY_SUBJECT_SECRET"], subject, service="orders")
 
 
+def init_containers(platform: Platform, name: str) -> list[dict[str, Any]]:
+    """The pod's init containers as the chart renders them, in the order they run."""
+    spec = platform.render.get("Deployment", name)["spec"]["template"]["spec"]
+    return list(spec.get("initContainers", []))
+
+
 def started(platform: Platform) -> Platform:
     """The platform with every service and both stand-ins running and ready."""
     for name in platform.services:
@@ -78,19 +84,38 @@ def test_services_started_before_postgres_and_rabbitmq_wait_then_become_ready_wi
     # On a loaded machine a container limited to half a CPU may still be importing.
     assert wait_for(lambda: all(platform.probe(name, "livenessProbe") == 200 for name in others), 60), others
 
-    # PostgreSQL first: the migrations finish, and the services start and wait, in their own
-    # process, for RabbitMQ: alive, not ready.
+    # PostgreSQL first: the migrations finish. A pod with a broker then waits in its topology
+    # step (the next init container, which declares the queues as the broker's admin) for
+    # RabbitMQ; one with only a database starts and waits in its own process: alive, not ready.
     platform.start_stand_in("postgres")
-    needs_infra = needing_infra(platform)
-    assert wait_for(lambda: all(platform.probe(name, "livenessProbe") == 200 for name in needs_infra), 120)
     for init in waiting_inits.values():
+        assert wait_for(lambda init=init: not platform.container_state(init)["Running"], 120), init
         assert platform.container_state(init)["ExitCode"] == 0, platform.container_logs(init)[-2000:]
+    topology_steps = {
+        name: platform.inits[name][index]
+        for name in platform.services
+        for index, init in enumerate(init_containers(platform, name))
+        if init["name"] == "topology"
+    }
+    assert wait_for(
+        lambda: all(docker("inspect", init, check=False).returncode == 0 for init in topology_steps.values()),
+        60,
+    )
+    for name, init in topology_steps.items():
+        assert platform.container_state(init)["Running"], (name, platform.container_logs(init)[-2000:])
+        # Its first attempt may still be importing; the first refused one says why it waits.
+        assert wait_for(lambda init=init: "waiting for the broker" in platform.container_logs(init), 60), name
+        assert not platform.exists(name), f"{name} started before its topology was declared"
+    needs_infra = [name for name in needing_infra(platform) if name not in topology_steps]
+    assert wait_for(lambda: all(platform.probe(name, "livenessProbe") == 200 for name in needs_infra), 120)
     probes = {
         name: (platform.probe(name, "livenessProbe"), platform.probe(name, "readinessProbe"))
         for name in needs_infra
     }
     assert probes == dict.fromkeys(needs_infra, (200, 503)), probes
-    running_since = {name: platform.state(name)["StartedAt"] for name in platform.services}
+    running_since = {
+        name: platform.state(name)["StartedAt"] for name in platform.services if platform.exists(name)
+    }
 
     platform.start_stand_in("rabbitmq")
     platform.wait_ready(platform.services, timeout=180)
@@ -166,6 +191,9 @@ def test_the_rendered_env_names_services_only_by_their_service_names(platform: P
         assert not loopback, (name, loopback)
     orders_env = platform.runs["orders"].env
     assert "@rabbitmq:5672/" in orders_env["AMQP_URL"]
+    # Each service as its own broker user, created by RabbitMQ from the chart's definitions.
+    for name in ("orders", "payments", "notifier"):
+        assert platform.runs[name].env["AMQP_URL"].startswith(f"amqp://{name}:"), name
     assert "@postgres:5432/orders" in orders_env["DATABASE_URL"]
     assert platform.runs["payments"].env["BANK_URL"] == "http://bank:8003"
 

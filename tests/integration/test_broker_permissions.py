@@ -16,10 +16,15 @@ from devstack.rabbitmq import service_users
 from devstack.stack import chart_components
 from lantern_runtime.messaging import (
     MessageTooLarge,
+    PoisonMessage,
     build_broker,
+    deadletters,
     event_publisher,
+    event_type,
     start_broker,
+    work_queue_subscriber,
 )
+from lantern_runtime.messaging.consumer import PUBLISHER_HEADER
 from lantern_runtime.messaging.topology import (
     DEAD_LETTER_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -233,3 +238,54 @@ async def test_a_service_whose_topology_is_not_declared_says_which_queue_is_miss
             await start_broker(broker, ORDER_FLOW, settings)
     finally:
         await broker.stop()
+
+
+async def test_a_dead_letter_names_its_first_publisher_and_the_admin_replays_it_as_itself(
+    users: dict[str, str], amqp_url: str
+) -> None:
+    """payments' consumer dead-letters an order.created that orders published: the dead letter
+    carries payments' user_id and orders' in x-lantern-publisher. Replayed by the admin (who
+    may not publish with another user's user_id, having no `impersonator` tag), it goes out
+    with the admin's user_id and keeps the first publisher."""
+    orders_user = aio_pika.connection.make_url(users["orders"]).user
+    settings = BrokerSettings(amqp_url=users["payments"])
+    broker = build_broker(settings, "payments")
+
+    async def refuse(event: OrderCreated) -> None:
+        raise PoisonMessage(f"order {event.order_id} cannot be paid")
+
+    work_queue_subscriber(broker, PAYMENTS_QUEUE, settings)(refuse, filter=event_type(OrderCreated))
+    await start_broker(broker, ORDER_FLOW, settings)
+    try:
+        connection = await aio_pika.connect(users["orders"])
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            body = OrderCreated(order_id="o-1", customer_id="c-1", total="1.00").model_dump_json().encode()
+            exchange = await channel.get_exchange(EVENTS_EXCHANGE.name, ensure=False)
+            await exchange.publish(
+                aio_pika.Message(
+                    body, message_id="o-1:order.created", type="order.created", user_id=orders_user
+                ),
+                routing_key="order.created",
+            )
+        finally:
+            await connection.close()
+        letters: list[deadletters.DeadLetter] = []
+        for _ in range(200):
+            if letters := await deadletters.list_dead_letters(amqp_url, [PAYMENTS_QUEUE.name]):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await broker.stop()
+    [letter] = letters
+    assert letter.publisher == orders_user
+    assert await deadletters.replay(amqp_url, PAYMENTS_QUEUE.name) == 1
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        queue = await (await connection.channel()).get_queue(PAYMENTS_QUEUE.name, ensure=True)
+        replayed = await queue.get(fail=False)
+        assert replayed is not None
+        assert replayed.user_id == "guest"
+        assert replayed.headers[PUBLISHER_HEADER] in (orders_user, orders_user.encode())
+    finally:
+        await connection.close()
