@@ -242,7 +242,7 @@ class Stack:
     def declare_topology(self, admin_url: str, component: str) -> None:
         """Run the topology step the init containers run, with this checkout's topology."""
         env = {**self.env_for(component), "AMQP_URL": admin_url}
-        self._spawn(
+        self.start_process(
             "topology",
             [sys.executable, "-m", "lantern_runtime.messaging.declare", component, "--wait", "30"],
             env,
