@@ -9,10 +9,10 @@ import pytest
 from opentelemetry import trace
 from sqlalchemy import select
 
-from lantern_runtime.messaging import EventPublisher, build_broker, declare_topology
+from lantern_runtime.messaging import EventPublisher, build_broker
 from lantern_runtime.settings import BrokerSettings
 from lantern_runtime.storage import OutboxRelay
-from order_flow.topology import ORDER_FLOW, PAYMENTS_QUEUE
+from order_flow.topology import PAYMENTS_QUEUE
 from orders.domain import PlaceOrder
 from orders.repository import OrderRepository
 from orders.tables import metadata, outbox
@@ -47,10 +47,10 @@ async def test_the_relay_publishes_committed_events_in_their_trace_and_marks_the
     repository = OrderRepository(engine)
     with trace.get_tracer("test").start_as_current_span("POST /api/orders") as request_span:
         order, _ = await repository.place("c-1", ORDER, "key-1")
+    # The amqp_url fixture declared the order flow's topology, as the chart's topology step does.
     broker = build_broker(BrokerSettings(amqp_url=amqp_url), "orders")
     await broker.connect()
     try:
-        await declare_topology(broker, ORDER_FLOW)
         relay = OutboxRelay(engine, outbox, EventPublisher(broker), poll_seconds=60)
         assert await relay.publish_pending() == 1
         assert await relay.publish_pending() == 0
