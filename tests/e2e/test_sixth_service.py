@@ -222,7 +222,8 @@ def test_the_chart_renders_its_service_deployment_probes_and_network_policy(
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert "initContainers" not in pod["spec"], "no database, no migration"
+    # No database, so no migration; a broker, so the topology is declared before it starts.
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["topology"]
     assert "AMQP_URL" in {e["name"] for e in container["env"]}
     assert objects["ConfigMap", "shipping-config"]["data"]["PORT"] == "8005"
     policy = objects["NetworkPolicy", "allow-shipping"]["spec"]
