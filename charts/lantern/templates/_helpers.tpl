@@ -23,10 +23,52 @@ into the cluster the digest is empty, so a dangling "@" is dropped.
 Call with (dict "root" $ "image" .image "registry" "...").
 */}}
 {{- define "lantern.image" -}}
-{{- $tag := .image.tag | default .root.Chart.AppVersion | toString | trimSuffix "@" -}}
+{{- $tag := include "lantern.imageTag" (dict "root" .root "image" .image) | trimSuffix "@" -}}
 {{- $repo := .image.repository -}}
 {{- if .registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .registry) $repo }}{{ end -}}
 {{- if hasPrefix "sha256:" $tag }}{{ printf "%s@%s" $repo $tag }}{{ else }}{{ printf "%s:%s" $repo $tag }}{{ end -}}
+{{- end }}
+
+{{/*
+A scalar value as the string a user typed. Values files hand Helm every number as a
+float64, which prints 20261201 as 2.0261201e+07; a whole number prints as one.
+*/}}
+{{- define "lantern.scalarString" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}{{ int64 . }}{{ else }}{{ toString . }}{{ end -}}
+{{- end }}
+
+{{/*
+An image's tag as a string (the schema takes a string or a whole number, such as a
+date tag from --set), else the chart's appVersion. Call with (dict "root" $ "image" .image).
+*/}}
+{{- define "lantern.imageTag" -}}
+{{- if or (kindIs "string" .image.tag) (kindIs "invalid" .image.tag) -}}
+{{ .image.tag | default .root.Chart.AppVersion }}
+{{- else -}}
+{{ include "lantern.scalarString" .image.tag }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Pull policy of a Lantern image. A set tag names one build: IfNotPresent. No tag means the
+chart's appVersion, a tag every rebuild is pushed under again, so appVersionTagPullPolicy
+(Always in staging; IfNotPresent on kind, whose nodes hold loaded images and cannot pull).
+Call with (dict "root" $ "image" .image).
+*/}}
+{{- define "lantern.pullPolicy" -}}
+{{- if .image.tag -}}
+IfNotPresent
+{{- else -}}
+{{ .root.Values.appVersionTagPullPolicy }}
+{{- end -}}
+{{- end }}
+
+{{/* imagePullSecrets of every pod the chart makes, the helm test's included. */}}
+{{- define "lantern.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -19,7 +19,7 @@ Call with (dict "root" $ "name" "orders" "component" $c).
 {{- $db := include "lantern.databaseSecret" (dict "root" .root "name" .name) | fromJson -}}
 - name: migrate
   image: {{ include "lantern.image" (dict "root" .root "image" .component.image "registry" .root.Values.imageRegistry) | quote }}
-  imagePullPolicy: IfNotPresent
+  imagePullPolicy: {{ include "lantern.pullPolicy" (dict "root" .root "image" .component.image) }}
   command: [python, -m, lantern_runtime.storage.migrate, {{ .name | quote }}, --wait, {{ .root.Values.migrations.waitSeconds | toString | quote }}]
   env:
     {{- if $db.name }}

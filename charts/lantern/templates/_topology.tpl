@@ -14,7 +14,7 @@ Call with (dict "root" $ "name" "orders" "component" $c).
 {{- $admin := include "lantern.amqpAdminSecret" .root | fromJson -}}
 - name: topology
   image: {{ include "lantern.image" (dict "root" .root "image" .component.image "registry" .root.Values.imageRegistry) | quote }}
-  imagePullPolicy: IfNotPresent
+  imagePullPolicy: {{ include "lantern.pullPolicy" (dict "root" .root "image" .component.image) }}
   command: [python, -m, lantern_runtime.messaging.declare, {{ .name | quote }}, --wait, {{ .root.Values.rabbitmq.topologyWaitSeconds | toString | quote }}]
   env:
     - name: AMQP_URL
