@@ -8,7 +8,11 @@
 
 The database is the service's own DATABASE_URL (or --database-url). In Kubernetes each pod of a
 service with a database runs this as its init container, so the schema is at head before the
-service starts; replicas take turns (see lantern_runtime.storage.migrations).
+service starts; replicas take turns (see lantern_runtime.storage.migrations). A database ahead
+of this build's history (a newer release migrated it: `helm rollback`, or an old pod restarting
+mid-rollout) is left as it is, with one line saying so, and the run exits 0; whether this build
+can serve it is the service's readiness to say, by the rule in lantern_runtime.storage.migrations
+(expand first, contract a release later). `revision` reminds the author of that rule.
 
 Exit codes: 0 done; 1 the migration or check failed; 2 bad arguments; 3 the database did not
 answer within --wait.
@@ -31,6 +35,7 @@ from tenacity import wait_random_exponential as jitter
 from lantern_runtime.startup import explain
 from lantern_runtime.storage.database import create_engine
 from lantern_runtime.storage.migrations import (
+    InvalidHistory,
     SchemaNotCurrent,
     check_models,
     current_revisions,
@@ -50,6 +55,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lantern_runtime.storage.migrate")
 
 DATABASE_UNREACHABLE = 3
+
+RULE = (
+    "EXPAND first, CONTRACT a release later: the release before this one keeps running against "
+    "this schema (mid-rollout, and after `helm rollback`). Only add here (tables, nullable columns "
+    "or columns with a server default, indexes, constraints its writes satisfy) and leave "
+    "compatible_with = None; dropping or renaming what it uses waits a release, and then "
+    "compatible_with names the oldest revision whose code works without it."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,22 +143,32 @@ async def _run(arguments: argparse.Namespace, history: MigrationHistory) -> int:
             logger.info(f"{history.service}: head revision and models agree")
         else:
             # Autogenerate compares with the database as it is: migrate it to head first.
-            await upgrade(engine, history)
+            if await upgrade(engine, history) != history.heads():
+                logger.error(
+                    f"the database is not at this history's head {', '.join(sorted(history.heads()))}: "
+                    "a new revision must follow the head, so write it against a database at it"
+                )
+                return 1
             async with engine.connect() as conn:
 
-                def write(sync: Connection) -> None:
+                def write(sync: Connection) -> list[str]:
                     # Numbered ids (0001, 0002, …) read in order; one history has no branches.
                     number = sum(1 for _ in history.scripts.walk_revisions()) + 1
-                    command.revision(
+                    written = command.revision(
                         history.config(sync),
                         arguments.message,
                         autogenerate=arguments.autogenerate,
                         rev_id=f"{number:04d}",
                     )
+                    scripts = written if isinstance(written, list) else [written]
+                    return [script.path for script in scripts if script is not None]
 
-                await conn.run_sync(write)
+                paths = await conn.run_sync(write)
+            for path in paths:
+                print(f"wrote {path}")
+            print(RULE)
         return 0
-    except SchemaNotCurrent as error:
+    except (SchemaNotCurrent, InvalidHistory) as error:
         logger.error(str(error))
         return 1
     finally:

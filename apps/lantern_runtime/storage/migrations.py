@@ -9,6 +9,25 @@ rollout, or someone running the CLI by hand beside them) migrate one at a time; 
 then find the database at head and do nothing. A SQLite file belongs to one process and needs
 no lock. A database made by `create_all` before migrations existed is recognised by its tables
 and stamped at the baseline revision, which creates exactly those tables, so its data stays.
+
+Old builds against a newer schema. During a rolling upgrade old pods restart beside new ones,
+and `helm rollback` brings back an older image without downgrading the database; either way a
+build meets a database at a revision its history does not have. The rule that makes this
+safe is EXPAND first, CONTRACT a release later: a revision may only add (tables, nullable
+columns or columns with a server default, indexes, constraints the older code's writes
+satisfy) in the release that introduces it; removing or renaming what an older release uses,
+or changing what its reads may assume, waits until no running release needs it.
+
+Each revision module says which older builds still work with it: `compatible_with = "0004"`
+means code whose head is 0004 or later does (a contract step); `compatible_with = None`, the
+default, means expand-only: every build that worked with its down_revision still does. So a
+revision's compatibility floor is the latest of its own declaration and its down_revision's
+floor; the baseline's is itself. An old build cannot read the revisions it lacks, so migrating
+records every known revision's floor in the table `lantern_schema_compatibility` (revision,
+compatible_with), before running any of them. A build whose head is H then treats a database
+at a revision R it does not know as ahead: migrating does nothing and exits 0, and
+`require_head` accepts it when R's recorded floor is in H's history (H is at or after it),
+otherwise it stays not ready saying which release the schema needs.
 """
 
 from __future__ import annotations
@@ -26,13 +45,17 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Column, MetaData, String, Table, insert, inspect, select, text, update
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, MetaData
+    from collections.abc import Collection
+
+    from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = [
+    "COMPATIBILITY_TABLE",
+    "InvalidHistory",
     "MigrationHistory",
     "SchemaNotCurrent",
     "check_models",
@@ -50,8 +73,22 @@ logger = logging.getLogger(__name__)
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"lantern.migrations").digest()[:8], "big", signed=True)
 
 
+# Beside alembic_version, outside every service's models: what each revision a build knew stays
+# compatible with, for the older builds that do not know it.
+COMPATIBILITY_TABLE = Table(
+    "lantern_schema_compatibility",
+    MetaData(),
+    Column("revision", String(32), primary_key=True),
+    Column("compatible_with", String(32), nullable=False),
+)
+
+
 class SchemaNotCurrent(Exception):
     """The database is not at the head revision this build needs."""
+
+
+class InvalidHistory(Exception):
+    """A revision module declares something its history contradicts."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,32 @@ class MigrationHistory:
     def known(self, revision: str) -> bool:
         return any(script.revision == revision for script in self.scripts.walk_revisions())
 
+    @cached_property
+    def floors(self) -> dict[str, str]:
+        """Each revision's compatibility floor: the oldest head whose code works with a database
+        at that revision (see the module docstring)."""
+        in_order = list(self.scripts.walk_revisions())[::-1]  # base first
+        position = {script.revision: index for index, script in enumerate(in_order)}
+        floors: dict[str, str] = {}
+        for script in in_order:
+            down = script.down_revision
+            parents = () if down is None else (down,) if isinstance(down, str) else tuple(down)
+            candidates = [floors[parent] for parent in parents]
+            declared = getattr(script.module, "compatible_with", None)
+            if declared is not None:
+                ancestry = {
+                    s.revision for s in self.scripts.walk_revisions(base="base", head=script.revision)
+                }
+                if declared not in ancestry:
+                    raise InvalidHistory(
+                        f"{self.service} revision {script.revision} ({script.path}) declares "
+                        f"compatible_with = {declared!r}, which is not {script.revision} or one of "
+                        "its ancestors: name the oldest revision whose code works with this schema"
+                    )
+                candidates.append(declared)
+            floors[script.revision] = max(candidates, key=position.__getitem__, default=script.revision)
+        return floors
+
 
 def history_of(service: str) -> MigrationHistory:
     """The history of `service` (a package with a `migrations` subpackage defining HISTORY)."""
@@ -128,6 +191,7 @@ def run_env() -> None:
         # Each revision commits with its version row: a later one failing keeps the earlier.
         transaction_per_migration=True,
         compare_type=True,
+        include_name=_models_only,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -145,22 +209,94 @@ async def current_revisions(conn: AsyncConnection) -> set[str]:
     return await conn.run_sync(_current)
 
 
+def _models_only(name: str | None, type_: str, _parent_names: object) -> bool:
+    # Autogenerate would otherwise offer to drop the compatibility table: no model has it.
+    return not (type_ == "table" and name == COMPATIBILITY_TABLE.name)
+
+
+def _record_floors(connection: Connection, history: MigrationHistory) -> None:
+    COMPATIBILITY_TABLE.create(connection, checkfirst=True)
+    table = COMPATIBILITY_TABLE
+    rows = connection.execute(select(table.c.revision, table.c.compatible_with))
+    stored = {revision: floor for revision, floor in rows}
+    for revision, floor in history.floors.items():
+        if revision not in stored:
+            connection.execute(insert(table).values(revision=revision, compatible_with=floor))
+        elif stored[revision] != floor:
+            connection.execute(
+                update(table).where(table.c.revision == revision).values(compatible_with=floor)
+            )
+
+
+def _recorded_floors(connection: Connection, revisions: Collection[str]) -> dict[str, str]:
+    if not inspect(connection).has_table(COMPATIBILITY_TABLE.name):
+        return {}
+    table = COMPATIBILITY_TABLE
+    query = select(table.c.revision, table.c.compatible_with).where(table.c.revision.in_(list(revisions)))
+    return {revision: floor for revision, floor in connection.execute(query)}
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A database at revisions this build's history lacks, and whether this build can serve it."""
+
+    revisions: list[str]
+    head: list[str]
+    floors: dict[str, str]
+    # Why this build cannot work with it; None when its recorded floors are in this history.
+    refusal: str | None
+
+    def describe(self) -> str:
+        return (
+            f"database is at {', '.join(self.revisions)}, ahead of this build's head "
+            f"{', '.join(self.head)} (a newer release migrated it)"
+        )
+
+
+def _ahead(connection: Connection, history: MigrationHistory, current: set[str]) -> _Ahead | None:
+    newer = sorted(revision for revision in current if not history.known(revision))
+    if not newer:
+        return None
+    floors = _recorded_floors(connection, newer)
+    refusal = None
+    for revision in newer:
+        floor = floors.get(revision)
+        if floor is None:
+            refusal = (
+                f"{revision} has no row in {COMPATIBILITY_TABLE.name}, so nothing says this build "
+                f"works with it (was it migrated by `python -m lantern_runtime.storage.migrate "
+                f"{history.service}`?)"
+            )
+            break
+        if not history.known(floor):
+            refusal = (
+                f"{revision} works only with code from revision {floor} on (a newer release "
+                "removed or changed what this build uses): roll forward to a release whose "
+                f"history has {floor}, or downgrade the database to {', '.join(sorted(history.heads()))} "
+                "with the newer release's history"
+            )
+            break
+    return _Ahead(newer, sorted(history.heads()), floors, refusal)
+
+
 async def require_head(engine: AsyncEngine, history: MigrationHistory) -> None:
     """Start-up's database check: returns once the database answers and is at head; raises
     SchemaNotCurrent saying what to run otherwise."""
     async with engine.connect() as conn:
         current = await current_revisions(conn)
         tables = set() if current else set(await conn.run_sync(_table_names))
+        ahead = await conn.run_sync(_ahead, history, current)
     heads = history.heads()
     if current == heads:
         return
-    newer = sorted(revision for revision in current if not history.known(revision))
-    if newer:
-        # A later release migrated it (a rollout in progress, or a rollback): its revisions keep
-        # the schema working for the release before, so this one may serve.
+    if ahead is not None:
+        # A later release migrated it (a rollout in progress, or a rollback).
+        if ahead.refusal is not None:
+            raise SchemaNotCurrent(f"{ahead.describe()}; this build cannot serve it: {ahead.refusal}")
         logger.warning(
-            "database is at a revision this build does not know; carrying on as it is newer",
-            extra={"revisions": newer, "head": sorted(heads)},
+            f"{ahead.describe()}; its schema still works with code from "
+            f"{', '.join(sorted(set(ahead.floors.values())))} on, so this build serves it",
+            extra={"revisions": ahead.revisions, "head": ahead.head, "floors": ahead.floors},
         )
         return
     run = f"run `python -m lantern_runtime.storage.migrate {history.service}`"
@@ -201,8 +337,16 @@ async def _unlock(conn: AsyncConnection) -> None:
         await conn.commit()
 
 
-def _upgrade(connection: Connection, history: MigrationHistory, target: str) -> tuple[set[str], set[str]]:
+def _upgrade(
+    connection: Connection, history: MigrationHistory, target: str
+) -> tuple[set[str], set[str], _Ahead | None]:
     before = _current(connection)
+    ahead = _ahead(connection, history, before)
+    if ahead is not None:
+        # Alembic cannot place a revision it does not know ("Can't locate revision"), and there
+        # is nothing to do: a newer release migrated it. Its floors stay as that release wrote them.
+        connection.rollback()
+        return before, before, ahead
     if not before:
         tables = set(_table_names(connection))
         found = tables & history.baseline_tables
@@ -221,24 +365,36 @@ def _upgrade(connection: Connection, history: MigrationHistory, target: str) -> 
                 f"and no revision: stamped at the baseline {history.baseline}",
                 extra={"baseline": history.baseline, "tables": sorted(found)},
             )
+    # Before any revision runs: one that fails half-way still leaves the database at revisions
+    # an older build can judge.
+    _record_floors(connection, history)
     # Alembic must find no transaction open, or it treats the run as the caller's and never
     # commits between revisions (which a revision's autocommit block needs).
     connection.commit()
     command.upgrade(history.config(connection), target)
     connection.commit()
-    return before, _current(connection)
+    return before, _current(connection), None
 
 
 async def upgrade(engine: AsyncEngine, history: MigrationHistory, target: str = "head") -> set[str]:
-    """Migrate the database to `target` (head by default); returns its revisions after."""
+    """Migrate the database to `target` (head by default); returns its revisions after. A
+    database ahead of this history is left as it is (see the module docstring)."""
     async with engine.connect() as conn:
         await _lock(conn)
         try:
-            before, after = await conn.run_sync(_upgrade, history, target)
+            before, after, ahead = await conn.run_sync(_upgrade, history, target)
         finally:
             await _unlock(conn)
     url = engine.url.render_as_string(hide_password=True)
-    if before == after:
+    if ahead is not None:
+        extra = {"url": url, "revisions": ahead.revisions, "head": ahead.head, "floors": ahead.floors}
+        line = f"{history.service} {ahead.describe()}: nothing to migrate"
+        if ahead.refusal is None:
+            floors = ", ".join(sorted(set(ahead.floors.values())))
+            logger.info(f"{line}; its schema still works with code from {floors} on", extra=extra)
+        else:
+            logger.warning(f"{line}; this build will stay not ready: {ahead.refusal}", extra=extra)
+    elif before == after:
         logger.info(
             f"{history.service} database already at {', '.join(sorted(after)) or 'no revision'}",
             extra={"url": url, "revisions": sorted(after)},
@@ -256,7 +412,12 @@ def _differences(connection: Connection, history: MigrationHistory) -> list[Any]
     from alembic.autogenerate import compare_metadata
 
     migration_context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"}
+        connection,
+        opts={
+            "compare_type": True,
+            "render_as_batch": connection.dialect.name == "sqlite",
+            "include_name": _models_only,
+        },
     )
     return list(compare_metadata(migration_context, history.metadata))
 

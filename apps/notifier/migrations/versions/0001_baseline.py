@@ -15,6 +15,8 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# The first revision: no older build exists.
+compatible_with = None
 
 
 def upgrade() -> None:

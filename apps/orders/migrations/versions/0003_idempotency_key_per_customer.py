@@ -19,6 +19,11 @@ revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+# A contract step, not an expansion: 0002's code finds an order by its key alone and takes the
+# first row, relying on the key being unique across customers. Once two customers share a key it
+# would answer one with the other's order (or name it in a 409). Its writes still satisfy the new
+# constraint, but its reads do not hold, so only code from this revision on may serve it.
+compatible_with = "0003"
 
 NEW = "uq_orders_customer_id_idempotency_key"
 # What PostgreSQL named the baseline's unnamed UNIQUE (idempotency_key).

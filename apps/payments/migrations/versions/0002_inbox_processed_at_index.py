@@ -16,6 +16,8 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+# Expand-only: an index; the code before it never sees it.
+compatible_with = None
 
 INDEX = "ix_processed_messages_processed_at"
 
