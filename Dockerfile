@@ -1,61 +1,50 @@
-# One Dockerfile, one target per service: gateway, orders, payments, bank, notifier.
-#   docker build --target orders -t lantern-orders .
-# All five share the same layers; only the CMD differs.
+# One image for all five services (and any `lantern new-service` adds): each Deployment
+# chooses its module, `python -m gateway`, `python -m orders`, ...
+#   docker build -t lantern .
+#   docker run lantern python -m orders
+# Layers follow how often they change: the dependencies from requirements.lock (a venv that
+# changes with the lock), then Lantern's code (a thin last layer that changes with every edit).
 #
 # BASE_IMAGE is any Debian bookworm image with python3 (3.11+) and its venv module: the
 # official Python image by default, or, where no registry can be reached, a base built
 # from Debian's own packages (tests/containers does that with debootstrap).
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-# --- builder: a virtualenv in /opt/venv ---------------------------------------
+# --- builder: the dependencies in /opt/venv ----------------------------------
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python3 -m venv /opt/venv
-WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when
-# the dependency list changes, not on every code edit.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
-
-# Then the project itself, without touching the dependencies again. pip compiles
-# the .pyc files here: at run time the root filesystem is read-only. pip and
-# setuptools leave the venv: nothing installs packages at run time.
-COPY apps/ apps/
-RUN pip install --no-deps . \
+# Exactly the lock's packages, each checked against its hash: an image built next month has
+# today's. Rebuilt only when the lock changes. pip compiles their .pyc files here (the root
+# filesystem is read-only at run time); pip and setuptools then leave the venv: nothing
+# installs packages at run time.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --require-hashes --no-deps -r /tmp/requirements.lock \
     && python -m pip uninstall --yes pip setuptools
 
-# --- runtime: no compilers, no pip cache, non-root ----------------------------
-FROM ${BASE_IMAGE} AS runtime
+# --- code: Lantern's packages, compiled --------------------------------------
+# Not installed into the venv: on PYTHONPATH, so that an edit changes this layer alone.
+# Timestamp-checked .pyc files: a file synced over one (the dev loop) is noticed and read.
+FROM builder AS code
+COPY apps/ /opt/lantern/apps/
+RUN python -m compileall -q /opt/lantern/apps
+
+# --- lantern: no compilers, no pip, non-root ---------------------------------
+FROM ${BASE_IMAGE} AS lantern
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/lantern/apps \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
-COPY --from=builder /opt/venv /opt/venv
 WORKDIR /tmp
+COPY --from=builder /opt/venv /opt/venv
+# The last layer: the only one a code edit changes.
+COPY --from=code /opt/lantern/apps /opt/lantern/apps
 # Numeric, so Kubernetes can check runAsNonRoot without a passwd lookup.
 USER 10001:10001
-
-FROM runtime AS gateway
-EXPOSE 8080
+EXPOSE 8080 8001 8002 8003 8004
+# Each Deployment sets its own command; without one the image runs the gateway.
 CMD ["python", "-m", "gateway"]
-
-FROM runtime AS orders
-EXPOSE 8001
-CMD ["python", "-m", "orders"]
-
-FROM runtime AS payments
-EXPOSE 8002
-CMD ["python", "-m", "payments"]
-
-FROM runtime AS bank
-EXPOSE 8003
-CMD ["python", "-m", "bank"]
-
-FROM runtime AS notifier
-EXPOSE 8004
-CMD ["python", "-m", "notifier"]

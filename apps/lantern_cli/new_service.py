@@ -8,8 +8,8 @@ Run at the root of a Lantern checkout. It writes (docs/adding-a-service.md walks
 - `tests/unit/test_NAME_handlers.py`: its handlers in memory with FastStream's TestRabbitBroker;
 - one `work_queue(...)` line in `apps/order_flow/topology.py`: its queue, bound to the events;
 - its entry in the chart's `components:` map (charts/lantern/values.yaml): the one list of
-  services that the chart, `make run` and tests/deploy read;
-- its image: a target in `Dockerfile` and an artifact plus image values in `skaffold.yaml`.
+  services that the chart, `make run` and tests/deploy read. Its pod runs the one Lantern image
+  (`python -m NAME`), so neither the Dockerfile nor skaffold.yaml changes.
 
 Nothing is overwritten: a name or queue already taken is refused before anything is written.
 """
@@ -199,8 +199,6 @@ def write(root: Path, service: NewService) -> list[Path]:
     written += [
         _add_queue(root, service),
         _add_component(root, service),
-        _add_image_target(root, service),
-        _add_skaffold_artifact(root, service),
     ]
     _tidy(root, [p for p in written if p.suffix == ".py"])
     return written
@@ -229,7 +227,6 @@ def _add_component(root: Path, service: NewService) -> Path:
     entry = f"""
   {service.name}:
     enabled: true
-    image: {{repository: lantern-{service.name}, tag: ""}}
     replicas: 1
     port: {service.port}
     service: {{type: ClusterIP, nodePort: null}}
@@ -249,48 +246,6 @@ def _add_component(root: Path, service: NewService) -> Path:
     autoscaling: {{enabled: false, minReplicas: 1, maxReplicas: 4, targetCPUUtilizationPercentage: 70}}
 """
     lines.insert(end, entry)
-    (root / path).write_text("".join(lines))
-    return path
-
-
-def _add_image_target(root: Path, service: NewService) -> Path:
-    path = Path("Dockerfile")
-    text = (root / path).read_text().rstrip("\n")
-    target = (
-        f'\n\nFROM runtime AS {service.name}\nEXPOSE {service.port}\nCMD ["python", "-m", "{service.name}"]\n'
-    )
-    (root / path).write_text(text + target)
-    return path
-
-
-def _add_skaffold_artifact(root: Path, service: NewService) -> Path:
-    """An artifact in the shared `&artifacts` list and its image values in `&images`, inserted as
-    text so the anchors and comments stay."""
-    path = Path("skaffold.yaml")
-    lines = (root / path).read_text().splitlines(keepends=True)
-    image = f"lantern-{service.name}"
-    key = image.replace("-", "_")
-
-    def after_last(pattern: str, new: list[str]) -> None:
-        found = [i for i, line in enumerate(lines) if re.search(pattern, line)]
-        if not found:
-            raise Refused(f"{path}: no line matching {pattern!r} to add {image} after")
-        indent = lines[found[-1]][: len(lines[found[-1]]) - len(lines[found[-1]].lstrip())]
-        new = [indent[:-2] + line[2:] if line.startswith("\b\b") else indent + line for line in new]
-        lines[found[-1] + 1 : found[-1] + 1] = [line + "\n" for line in new]
-
-    after_last(
-        r"^\s+docker: \{dockerfile: Dockerfile, target: ",
-        # The list item's dash sits two columns left of its docker key.
-        [f"\b\b- image: {image}", f"docker: {{dockerfile: Dockerfile, target: {service.name}}}"],
-    )
-    after_last(
-        r"^\s+components\.[a-z0-9]+\.image\.tag: ",
-        [
-            f'components.{service.name}.image.repository: "{{{{.IMAGE_REPO_{key}}}}}"',
-            f'components.{service.name}.image.tag: "{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"',
-        ],
-    )
     (root / path).write_text("".join(lines))
     return path
 

@@ -18,7 +18,7 @@ from tests.containers.images import (
     base_image,
     base_image_ref,
     build_infra_image,
-    build_service_image,
+    build_lantern_image,
     image_exists,
     image_size_mb,
 )
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 IMAGE_SIZES: dict[str, float] = {}
+# The dev loop's figures (tests/containers/test_dev_loop.py), printed at the end of the run.
+DEV_LOOP: dict[str, str] = {}
 
 
 def missing_engine() -> str | None:
@@ -70,19 +72,19 @@ def kind_render() -> Render:
 
 @pytest.fixture(scope="session")
 def images(engine: None, kind_render: Render) -> dict[str, str]:
-    """Builds what the render runs: each service's image (tagged as the chart names it) and the
-    RabbitMQ and PostgreSQL stand-ins. Returns the service images by workload name."""
+    """Builds what the render runs: the one Lantern image (tagged as the chart names it), which
+    every service runs, and the RabbitMQ and PostgreSQL stand-ins. Returns the image by workload."""
     if not image_exists(base_image_ref()) and shutil.which("debootstrap") is None:
         require("no debootstrap to build the base image with (apt-get install debootstrap)")
     base = base_image()
     services: dict[str, str] = {}
     for deployment in kind_render.of_kind("Deployment"):
         ref = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-        repository = ref.rsplit(":", 1)[0]
-        if repository.startswith("lantern-"):
-            build_service_image(base, repository.removeprefix("lantern-"), ref)
+        if ref.rsplit(":", 1)[0] == "lantern":
+            if ref not in IMAGE_SIZES:
+                build_lantern_image(base, ref)
+                IMAGE_SIZES[ref] = image_size_mb(ref)
             services[deployment["metadata"]["name"]] = ref
-            IMAGE_SIZES[ref] = image_size_mb(ref)
     services["infra"] = build_infra_image(base)
     return services
 
@@ -106,3 +108,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if IMAGE_SIZES:
         sizes = ", ".join(f"{ref} {mb:.0f} MB" for ref, mb in sorted(IMAGE_SIZES.items()))
         terminalreporter.write_line(f"container tier: image sizes: {sizes}")
+    for figure in DEV_LOOP.values():
+        terminalreporter.write_line(f"container tier: dev loop: {figure}")

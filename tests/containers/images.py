@@ -1,9 +1,9 @@
 """Images for the container tier, built here without any registry.
 
 The base is Debian bookworm from Debian's own packages (debootstrap, then `docker import`),
-cached as a Docker image whose tag names what went into it. The five service images come from
-the project's Dockerfile with that base as BASE_IMAGE; the RabbitMQ and PostgreSQL stand-ins
-from infra/Dockerfile.
+cached as a Docker image whose tag names what went into it. The one Lantern image, which all five
+services run, comes from the project's Dockerfile with that base as BASE_IMAGE; the RabbitMQ and
+PostgreSQL stand-ins from infra/Dockerfile.
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def base_image() -> str:
     return ref
 
 
-def build_service_image(base: str, target: str, ref: str) -> None:
-    """One target of the project's Dockerfile, tagged as the chart names its image."""
+def build_lantern_image(base: str, ref: str, context: Path = REPO_ROOT) -> None:
+    """The project's Dockerfile (its one image, every service's), tagged as the chart names it."""
     build_args = ["--build-arg", f"BASE_IMAGE={base}"]
-    docker("build", "--quiet", *build_args, "--target", target, "--tag", ref, str(REPO_ROOT), timeout=1200)
+    docker("build", "--quiet", *build_args, "--tag", ref, str(context), timeout=1200)
 
 
 def build_infra_image(base: str) -> str:

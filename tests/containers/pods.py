@@ -2,7 +2,8 @@
 
 Only what the chart uses is translated, and anything else is refused rather than dropped:
 env (values with $(VAR) references, Secret and ConfigMap keys, the downward API), envFrom,
-command and args, the security context, emptyDir (as tmpfs) and ConfigMap volumes, resource
+command and args, the security context, emptyDir (as tmpfs; one that several containers of the
+pod mount, as a host directory they share) and ConfigMap volumes, resource
 limits, and the Services that select the pod (as network aliases: DNS names on the network).
 """
 
@@ -230,6 +231,11 @@ def volume_args(
     render: Render, spec: dict[str, Any], container: dict[str, Any], files_dir: Path, *, config_only: bool
 ) -> list[str]:
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounted = [
+        m["name"]
+        for c in spec.get("initContainers", []) + spec["containers"]
+        for m in c.get("volumeMounts", [])
+    ]
     args: list[str] = []
     for mount in container.get("volumeMounts", []):
         volume = volumes.get(mount["name"])
@@ -240,6 +246,13 @@ def volume_args(
             raise ValueError(f"mount {mount['name']} is a volume claim, which is not translated")
         if "emptyDir" in volume:
             if config_only:
+                continue
+            if mounted.count(mount["name"]) > 1:
+                # What one container writes the next one of the pod reads, as in an emptyDir.
+                shared = files_dir / f"emptyDir-{mount['name']}"
+                shared.mkdir(parents=True, exist_ok=True)
+                shared.chmod(0o1777)
+                args += ["--volume", f"{shared}:{path}"]
                 continue
             options = "rw,exec,mode=1777"
             if "sizeLimit" in volume["emptyDir"]:

@@ -5,6 +5,7 @@ the pull policy of an untagged image; Jaeger's volume ownership fixed once."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 import kubernetes_validate
@@ -75,10 +76,10 @@ def test_a_numeric_image_tag_renders_as_the_same_string(helm: Helm, tmp_path: Pa
         args = ("--values", values_file(tmp_path, "components:\n  gateway:\n    image: {tag: 20261201}\n"))
     objects = render(helm, *args)
     pod = get(objects, "Deployment", "gateway")["spec"]["template"]
-    assert pod["spec"]["containers"][0]["image"] == "lantern-gateway:20261201"
+    assert pod["spec"]["containers"][0]["image"] == "lantern:20261201"
     assert pod["metadata"]["labels"]["app.kubernetes.io/version"] == "20261201"
     smoke = get(objects, "Job", "lantern-smoke")["spec"]["template"]["spec"]["containers"][0]
-    assert smoke["image"] == "lantern-gateway:20261201"
+    assert smoke["image"] == "lantern:20261201"
 
 
 def test_a_decimal_image_tag_must_be_quoted(helm: Helm, tmp_path: Path) -> None:
@@ -240,7 +241,7 @@ def _lantern_containers(objects: list[dict[str, Any]]) -> dict[str, str]:
     out = {}
     for pod, spec in pod_specs(objects).items():
         for container in spec.get("initContainers", []) + spec["containers"]:
-            if "/lantern-" in container["image"] or container["image"].startswith("lantern-"):
+            if re.match(r"(.*/)?lantern[:@]", container["image"]):
                 out[f"{pod}/{container['name']}"] = container["imagePullPolicy"]
     return out
 

@@ -1,5 +1,5 @@
-"""The Dockerfile builds pinned, non-root images and skaffold.yaml wires each of
-them into the chart."""
+"""The Dockerfile builds one pinned, non-root image for every service, and skaffold.yaml
+wires it into the chart."""
 
 from __future__ import annotations
 
@@ -97,16 +97,20 @@ def test_every_base_image_is_pinned(stages: dict[str, Stage]) -> None:
         assert PINNED_TAG.match(tag), f"{stage.name}: {stage.base} is not an exact version tag"
 
 
-def test_every_service_target_runs_as_a_numeric_non_root_user(stages: dict[str, Stage]) -> None:
+def test_the_one_image_runs_as_a_numeric_non_root_user_and_each_pod_its_own_module(
+    stages: dict[str, Stage], renders: dict[str, Render]
+) -> None:
+    final = list(stages.values())[-1]
+    assert final.name == "lantern"
+    user = _effective_user(final, stages)
+    assert user, "the image runs as root"
+    uid = user.split(":")[0]
+    assert uid.isdigit(), f"USER {user} is not numeric"
+    assert int(uid) != 0, f"USER {user} is root"
     for service in SERVICES:
-        assert service in stages, f"Dockerfile has no target {service!r}"
-        user = _effective_user(stages[service], stages)
-        assert user, f"target {service} runs as root"
-        uid = user.split(":")[0]
-        assert uid.isdigit(), f"target {service}: USER {user} is not numeric"
-        assert int(uid) != 0, f"target {service}: USER {user} is root"
-        cmds = [arg for keyword, arg in stages[service].instructions if keyword == "CMD"]
-        assert json.loads(cmds[-1]) == ["python", "-m", service]
+        (container,) = renders["default"].get("Deployment", service)["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["python", "-m", service]
+        assert container["image"].startswith("lantern:")
 
 
 def test_the_only_image_pulled_is_the_default_base() -> None:
@@ -128,21 +132,24 @@ def test_the_only_image_pulled_is_the_default_base() -> None:
     assert pulled == {DEFAULT_BASE_IMAGE}
 
 
-def test_dependencies_install_in_their_own_layer(stages: dict[str, Stage]) -> None:
-    builder = stages["builder"].instructions
-    steps = [f"{keyword} {arg}" for keyword, arg in builder]
-    copy_pyproject = steps.index("COPY pyproject.toml ./")
-    install_deps = next(i for i, s in enumerate(steps) if "tomllib" in s and "pip install -r" in s)
-    copy_apps = next(i for i, s in enumerate(steps) if s.startswith("COPY apps/"))
-    install_project = next(i for i, s in enumerate(steps) if s.startswith("RUN pip install --no-deps ."))
-    assert copy_pyproject < install_deps < copy_apps < install_project
-    assert "/opt/venv" in " ".join(steps)
+def test_dependencies_come_from_the_lock_and_the_code_is_the_last_layer(stages: dict[str, Stage]) -> None:
+    builder = [f"{keyword} {arg}" for keyword, arg in stages["builder"].instructions]
+    (install,) = [s for s in builder if "pip install" in s]
+    assert "--require-hashes --no-deps -r /tmp/requirements.lock" in install
+    assert "pip uninstall --yes pip setuptools" in install
+    assert not any(s.startswith("COPY apps/") for s in builder), "code in the dependencies' stage"
+    code = [f"{keyword} {arg}" for keyword, arg in stages["code"].instructions]
+    assert code == ["COPY apps/ /opt/lantern/apps/", "RUN python -m compileall -q /opt/lantern/apps"]
+    layers = [(k, a) for k, a in stages["lantern"].instructions if k in ("COPY", "RUN", "ADD")]
+    assert layers[-1] == ("COPY", "--from=code /opt/lantern/apps /opt/lantern/apps")
+    assert layers[-2] == ("COPY", "--from=builder /opt/venv /opt/venv")
 
 
 def test_runtime_stage_is_lean_and_read_only_friendly(stages: dict[str, Stage]) -> None:
-    runtime = dict(stages["runtime"].instructions)
-    text = " ".join(f"{k} {v}" for k, v in stages["runtime"].instructions)
+    runtime = dict(stages["lantern"].instructions)
+    text = " ".join(f"{k} {v}" for k, v in stages["lantern"].instructions)
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime["ENV"]
+    assert "PYTHONPATH=/opt/lantern/apps" in runtime["ENV"]
     assert "HOME=/tmp" in runtime["ENV"]
     assert "COPY --from=builder /opt/venv /opt/venv" in text
     for compiler in ("gcc", "build-essential", "apt-get install"):
@@ -151,7 +158,7 @@ def test_runtime_stage_is_lean_and_read_only_friendly(stages: dict[str, Stage]) 
 
 def test_dockerignore_sends_only_what_the_build_copies() -> None:
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
-    assert lines[lines.index("*") + 1 : lines.index("*") + 3] == ["!pyproject.toml", "!apps/"]
+    assert lines[lines.index("*") + 1 : lines.index("*") + 3] == ["!requirements.lock", "!apps/"]
 
 
 def test_skaffold_config_matches_the_published_schema(skaffold: dict[str, Any]) -> None:
@@ -166,14 +173,14 @@ def _artifact_lists(skaffold: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return lists
 
 
-def test_each_artifact_builds_an_existing_target(skaffold: dict[str, Any], stages: dict[str, Stage]) -> None:
+def test_every_profile_builds_the_one_image(skaffold: dict[str, Any]) -> None:
     for artifacts in _artifact_lists(skaffold):
-        assert sorted(a["image"] for a in artifacts) == sorted(f"lantern-{s}" for s in SERVICES)
-        for artifact in artifacts:
-            context = REPO_ROOT / artifact.get("context", ".")
-            assert (context / artifact["docker"]["dockerfile"]).is_file()
-            assert artifact["docker"]["target"] in stages
-            assert artifact["image"] == f"lantern-{artifact['docker']['target']}"
+        (artifact,) = artifacts
+        assert artifact["image"] == "lantern"
+        context = REPO_ROOT / artifact.get("context", ".")
+        assert (context / artifact["docker"]["dockerfile"]).is_file()
+        # The last stage, the image every Deployment runs.
+        assert "target" not in artifact["docker"]
 
 
 def _releases(skaffold: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -190,16 +197,12 @@ def test_set_value_templates_set_every_image(skaffold: dict[str, Any], renders: 
         assert (REPO_ROOT / release["chartPath"]).resolve() == CHART
         for values_file in release.get("valuesFiles", []):
             assert (REPO_ROOT / values_file).is_file(), f"{where}: {values_file} is missing"
-        templates = release["setValueTemplates"]
-        for service in SERVICES:
-            # Skaffold exposes image lantern-orders as IMAGE_*_lantern_orders.
-            key = f"lantern_{service}"
-            prefix = f"components.{service}.image"
-            assert templates[f"{prefix}.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}", where
-            assert templates[f"{prefix}.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}", (
-                where
-            )
-            assert {"repository", "tag"} <= set(components[service]["image"])
+        assert release["setValueTemplates"] == {
+            "image.repository": "{{.IMAGE_REPO_lantern}}",
+            "image.tag": "{{.IMAGE_TAG_lantern}}@{{.IMAGE_DIGEST_lantern}}",
+        }, where
+        # No component names an image of its own: all run the one skaffold sets.
+        assert not any("image" in components[service] for service in SERVICES), where
         assert release["setValues"]["imageRegistry"] == ""
 
 

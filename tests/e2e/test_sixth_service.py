@@ -118,6 +118,11 @@ def test_the_generator_wrote_what_the_guide_lists(copy: Path) -> None:
     )
 
 
+def test_the_generator_leaves_the_one_image_as_it_is(copy: Path) -> None:
+    for name in ("Dockerfile", "skaffold.yaml"):
+        assert (copy / name).read_text() == (REPO_ROOT / name).read_text(), name
+
+
 def test_its_handler_tests_and_the_deploy_tests_pass_in_the_copy(copy: Path) -> None:
     # Step 2, as written. The skaffold schema is the one this checkout's deploy tests use.
     try:
@@ -218,7 +223,9 @@ def test_the_chart_renders_its_service_deployment_probes_and_network_policy(
     assert [p["port"] for p in service["spec"]["ports"]] == [8005]
     pod = objects["Deployment", "shipping"]["spec"]["template"]
     (container,) = pod["spec"]["containers"]
-    assert container["image"].startswith("lantern-shipping:")
+    # The one Lantern image, running its module.
+    assert container["image"].startswith("lantern:")
+    assert container["command"] == ["python", "-m", "shipping"]
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
