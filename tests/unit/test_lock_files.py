@@ -65,17 +65,25 @@ def top_level(extras: Iterable[str] = ()) -> list[Requirement]:
     return [Requirement(text) for text in declared]
 
 
-def applies(requirement: Requirement, extras: frozenset[str]) -> bool:
+# The Python of the images' Debian bookworm base, older than this venv's: markers such as
+# redis's `python_full_version < "3.11.3"` pull in packages there that this Python does not need.
+BOOKWORM_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.2"}
+
+
+def applies(requirement: Requirement, extras: frozenset[str], python: dict[str, str] | None = None) -> bool:
     if requirement.marker is None:
         return True
-    return any(requirement.marker.evaluate({"extra": extra}) for extra in extras or {""})
+    return any(requirement.marker.evaluate({**(python or {}), "extra": extra}) for extra in extras or {""})
 
 
-def closure(roots: list[Requirement], pins: dict[str, Pin], lock: str) -> set[str]:
-    """Every package the roots need here (Linux, this CPython), each checked against its pin."""
+def closure(
+    roots: list[Requirement], pins: dict[str, Pin], lock: str, python: dict[str, str] | None = None
+) -> set[str]:
+    """Every package the roots need on Linux with this CPython (or `python`'s version), each
+    checked against its pin."""
     needed: set[str] = set()
     seen: set[tuple[str, frozenset[str]]] = set()
-    todo = [(root, "pyproject.toml") for root in roots if applies(root, frozenset())]
+    todo = [(root, "pyproject.toml") for root in roots if applies(root, frozenset(), python)]
     while todo:
         requirement, wanted_by = todo.pop()
         extras = frozenset(canonicalize_name(extra) for extra in requirement.extras)
@@ -91,7 +99,7 @@ def closure(roots: list[Requirement], pins: dict[str, Pin], lock: str) -> set[st
         seen.add((name, extras))
         for text in metadata.distribution(name).requires or []:
             dependency = Requirement(text)
-            if applies(dependency, extras):
+            if applies(dependency, extras, python):
                 todo.append((dependency, f"{name} {version}"))
     return needed
 
@@ -114,6 +122,11 @@ def test_every_runtime_dependency_and_what_it_pulls_in_is_pinned_and_nothing_els
         f"{RUNTIME_LOCK.name} pins packages no runtime dependency needs: "
         f"{sorted(set(runtime_pins) - needed)}; {REFRESH}"
     )
+
+
+def test_the_runtime_lock_also_pins_what_the_images_python_needs(runtime_pins: dict[str, Pin]) -> None:
+    # pip --require-hashes in the image refuses any dependency the lock does not pin.
+    closure(top_level(), runtime_pins, RUNTIME_LOCK.name, python=BOOKWORM_PYTHON)
 
 
 def test_every_dev_and_cli_dependency_and_what_it_pulls_in_is_pinned_and_nothing_else(
