@@ -74,6 +74,17 @@ async def engine_with(database_url: str, metadata: MetaData) -> AsyncIterator[As
 
 
 @pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database with nothing created: for the tests of migrations
+    themselves. Tests that want a service's tables override it with `engine_with`."""
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
 def spans() -> InMemorySpanExporter:
     _EXPORTER.clear()
     return _EXPORTER

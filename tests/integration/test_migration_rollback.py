@@ -34,8 +34,6 @@ from orders.repository import OrderRepository
 from orders.settings import OrdersSettings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 APPS = Path(orders.__file__).parent.parent
@@ -116,15 +114,6 @@ class Images:
 @pytest.fixture
 def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Images:
     return Images(tmp_path / "images", monkeypatch)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def ahead_lines(stderr: str) -> list[str]:

@@ -25,8 +25,6 @@ from orders.settings import OrdersSettings
 from tests.integration.legacy_schema import LEGACY
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 SERVICES = ("orders", "payments", "notifier")
@@ -82,15 +80,6 @@ for _service in ("orders", "payments"):
         "claimed_until": None,
     }
     ROWS[_service]["processed_messages"] = {"message_id": "o-0:payment.authorized", "processed_at": NOW}
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def as_written(value: Any) -> Any:

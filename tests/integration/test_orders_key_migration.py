@@ -12,13 +12,11 @@ from alembic import command
 from sqlalchemy import insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from lantern_runtime.storage import create_engine, upgrade
+from lantern_runtime.storage import upgrade
 from lantern_runtime.storage.migrations import check_models, current_revisions, history_of
 from orders.tables import orders
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,15 +37,6 @@ def row(order_id: str, customer_id: str, key: str) -> dict[str, Any]:
         "created_at": NOW,
         "updated_at": NOW,
     }
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def add(engine: AsyncEngine, order_id: str, customer_id: str, key: str) -> None:
