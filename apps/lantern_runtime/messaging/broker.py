@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 from faststream import AckPolicy, BaseMiddleware
 from faststream.message import encode_message
 from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.response import RabbitPublishCommand
 
 from lantern_runtime.messaging.declare import check_topology
 from lantern_runtime.messaging.publisher import MessageTooLarge
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from faststream import ContextRepo
-    from faststream.rabbit.response import RabbitPublishCommand
 
     from lantern_runtime.messaging.topology import Topology
     from lantern_runtime.settings import BrokerSettings
@@ -93,13 +93,13 @@ class PublishPolicy:
         return _PublishPolicyMiddleware(msg, context=context, policy=self)
 
 
-class _PublishPolicyMiddleware(BaseMiddleware):
+class _PublishPolicyMiddleware(BaseMiddleware[RabbitPublishCommand]):
     def __init__(self, msg: Any, /, *, context: ContextRepo, policy: PublishPolicy) -> None:
         super().__init__(msg, context=context)
         self.policy = policy
 
-    async def publish_scope(  # type: ignore[override]  # a Rabbit broker only publishes Rabbit commands
-        self, call_next: Callable[[Any], Awaitable[Any]], cmd: RabbitPublishCommand
+    async def publish_scope(
+        self, call_next: Callable[[RabbitPublishCommand], Awaitable[Any]], cmd: RabbitPublishCommand
     ) -> Any:
         body = cmd.body
         size = len(body) if isinstance(body, bytes | bytearray) else len(encode_message(body, None)[0])
