@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from lantern_runtime.health import Readiness
 
-__all__ = ["STARTING", "Backoff", "Dependency", "Startup", "explain"]
+__all__ = ["STARTING", "Backoff", "Dependency", "Startup", "explain", "log_waits"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,17 @@ async def _attempt(dependency: Dependency) -> None:
         return
     async with asyncio.timeout(dependency.attempt_timeout):
         await dependency.connect()
+
+
+def log_waits(log: logging.Logger, waiting: str, url: str) -> Callable[[RetryCallState], None]:
+    """A tenacity `before_sleep` for the one-shot CLIs (migrate, declare): one warning per
+    failed attempt, `<waiting>: <what the failure means>`."""
+
+    def log_wait(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(f"{waiting}: {explain(error, url) if error is not None else 'no answer'}")
+
+    return log_wait
 
 
 def explain(error: BaseException, url: str) -> str:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from lantern_runtime.health import Readiness
+
 pytestmark = pytest.mark.rabbitmq
 
 _EXPORTER = InMemorySpanExporter()
@@ -82,6 +84,17 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+async def failing_once_the_broker_is_up(readiness: Readiness) -> list[str]:
+    """What readiness still names a second after the broker connected: a service that waits for
+    its database names `database` there."""
+    for _ in range(200):
+        if "broker" not in await readiness.failing():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    return await readiness.failing()
 
 
 @pytest.fixture

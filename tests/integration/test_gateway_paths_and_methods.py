@@ -21,6 +21,7 @@ from gateway.auth import issue_token
 from gateway.bootstrap import create_app
 from gateway.settings import EdgeSettings, GatewaySettings
 from lantern_runtime.telemetry import Telemetry
+from tests.metric_points import point_attributes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -130,16 +131,7 @@ def test_paths_without_empty_segments_still_go_through(
 
 
 def method_points(metrics: InMemoryMetricReader) -> list[dict[str, Any]]:
-    data = metrics.get_metrics_data()
-    assert data is not None
-    return [
-        dict(point.attributes or {})
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "http.server.request.duration"
-        for point in metric.data.data_points
-    ]
+    return point_attributes(metrics, "http.server.request.duration")
 
 
 def test_unknown_methods_are_other_in_span_names_and_metrics_with_the_original_on_the_span(

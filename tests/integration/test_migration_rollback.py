@@ -32,6 +32,7 @@ from orders.bootstrap import create_app
 from orders.domain import OrderLine, PlaceOrder
 from orders.repository import OrderRepository
 from orders.settings import OrdersSettings
+from tests.integration.conftest import failing_once_the_broker_is_up
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -251,12 +252,7 @@ async def test_against_a_contract_step_the_previous_release_stays_not_ready_and_
     app, readiness = create_app(settings, Telemetry("orders"))
     with caplog.at_level(logging.WARNING, logger="lantern_runtime.startup"):
         async with app.router.lifespan_context(app):
-            for _ in range(200):
-                if "broker" not in await readiness.failing():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)
-            assert "database" in await readiness.failing()
+            assert "database" in await failing_once_the_broker_is_up(readiness)
     waits = [r.message for r in caplog.records if r.message.startswith("waiting for database")]
     assert waits, caplog.text
     assert "0004 works only with code from revision 0004 on" in waits[-1], waits

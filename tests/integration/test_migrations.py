@@ -22,6 +22,7 @@ from lantern_runtime.storage.migrations import check_models, history_of
 from lantern_runtime.telemetry import Telemetry
 from orders.bootstrap import create_app
 from orders.settings import OrdersSettings
+from tests.integration.conftest import failing_once_the_broker_is_up
 from tests.integration.legacy_schema import LEGACY
 
 if TYPE_CHECKING:
@@ -244,12 +245,7 @@ async def test_a_service_waits_not_ready_until_its_database_is_migrated_then_ser
     app, readiness = create_app(settings, Telemetry("orders"))
     with caplog.at_level(logging.WARNING, logger="lantern_runtime.startup"):
         async with app.router.lifespan_context(app):
-            for _ in range(200):
-                if "broker" not in await readiness.failing():
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(1.0)
-            assert "database" in await readiness.failing()
+            assert "database" in await failing_once_the_broker_is_up(readiness)
             waits = [r.message for r in caplog.records if r.message.startswith("waiting for database")]
             assert waits and "SchemaNotCurrent" in waits[-1] and "migrate orders" in waits[-1], waits
 

@@ -24,6 +24,7 @@ from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
 from lantern_runtime.telemetry import Telemetry
 from lantern_runtime.telemetry.tracer import SdkTracing
+from tests.metric_points import point_attributes
 
 CALLER_TRACE = "94e183f1b16ada326cb26ac1602aaaa4"
 CALLER_SPAN = "d543bcb7bc77533d"
@@ -48,16 +49,7 @@ class Recorded:
         )
 
     def durations(self) -> list[dict[str, object]]:
-        data = self.metrics.get_metrics_data()
-        assert data is not None
-        return [
-            dict(point.attributes or {})
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == "http.server.request.duration"
-            for point in metric.data.data_points
-        ]
+        return point_attributes(self.metrics, "http.server.request.duration")
 
 
 @pytest.fixture(params=list(SCOPES))

@@ -101,8 +101,14 @@ class _PublishPolicyMiddleware(BaseMiddleware[RabbitPublishCommand]):
     async def publish_scope(
         self, call_next: Callable[[RabbitPublishCommand], Awaitable[Any]], cmd: RabbitPublishCommand
     ) -> Any:
-        body = cmd.body
-        size = len(body) if isinstance(body, bytes | bytearray) else len(encode_message(body, None)[0])
+        if not isinstance(cmd.body, bytes | bytearray):
+            # Encoded once, here, to be measured: the bytes go on with their content type, so
+            # the producer does not encode the body again.
+            encoded, content_type = encode_message(cmd.body, None)
+            cmd.body = encoded
+            if not cmd.message_options.get("content_type"):
+                cmd.message_options["content_type"] = content_type
+        size = len(cmd.body)
         if size > self.policy.max_bytes:
             what = cmd.message_options.get("message_type") or cmd.destination
             raise MessageTooLarge(

@@ -144,22 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(amqp_url: str, topology: Topology, wait: float, component: str) -> int:
     # Here, not at the top: lantern_runtime.startup imports this package.
     from lantern_runtime.messaging.broker import redacted_url
-    from lantern_runtime.startup import explain
+    from lantern_runtime.startup import explain, log_waits
 
     url = redacted_url(amqp_url)
-
-    def log_wait(state: object) -> None:
-        error = getattr(getattr(state, "outcome", None), "exception", lambda: None)()
-        reason = explain(error, amqp_url) if error is not None else "no answer"
-        logger.warning(f"waiting for the broker at {url} to declare the topology: {reason}")
-
     retrying = AsyncRetrying(
         stop=stop_after_delay(wait),
         wait=jitter(multiplier=0.5, max=5.0),
         # Anything but a refusal is worth another try until the deadline: a broker still
         # starting, a name not yet in DNS, credentials not yet imported from the definitions.
         retry=retry_if_not_exception_type(ChannelClosed),
-        before_sleep=log_wait,
+        before_sleep=log_waits(logger, f"waiting for the broker at {url} to declare the topology", amqp_url),
     )
     try:
         async for attempt in retrying:

@@ -32,7 +32,7 @@ from sqlalchemy import text
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay
 from tenacity import wait_random_exponential as jitter
 
-from lantern_runtime.startup import explain
+from lantern_runtime.startup import explain, log_waits
 from lantern_runtime.storage.database import create_engine
 from lantern_runtime.storage.migrations import (
     InvalidHistory,
@@ -100,17 +100,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _reachable(engine: AsyncEngine, wait: float) -> None:
     """Returns once the database answers; retries with full jitter for `wait` seconds."""
     url = engine.url.render_as_string(hide_password=True)
-
-    def log_wait(state: object) -> None:
-        error = getattr(getattr(state, "outcome", None), "exception", lambda: None)()
-        reason = explain(error, url) if error is not None else "no answer"
-        logger.warning(f"waiting for database at {url}: {reason}")
-
     retrying = AsyncRetrying(
         stop=stop_after_delay(wait),
         wait=jitter(multiplier=0.5, max=5.0),
         retry=retry_if_exception_type(Exception),
-        before_sleep=log_wait,
+        before_sleep=log_waits(logger, f"waiting for database at {url}", url),
     )
     async for attempt in retrying:
         with attempt:
