@@ -12,6 +12,8 @@ A row the broker can never take as it is, a body over BROKER_MAX_MESSAGE_BYTES, 
 unsent under a long lease (`park_seconds`), logged as an error naming its size and the limit, and
 the rows after it go on. A failure that may pass (the broker down, a nack) stops the batch
 instead, and the next pass retries from that row, so events keep their order.
+
+After each pass the relay counts what is still unsent, for the backlog gauges (outbox_backlog.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     or_,
     select,
@@ -40,8 +43,10 @@ from sqlalchemy import (
 )
 
 from lantern_runtime.messaging.publisher import MessageTooLarge
+from lantern_runtime.storage.outbox_backlog import Backlog, backlog_gauge
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from lantern_runtime.messaging.publisher import Event, EventPublisher
@@ -95,6 +100,7 @@ class OutboxRelay:
         batch_size: int = 100,
         lease_seconds: float = 30.0,
         park_seconds: float = 3600.0,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -107,6 +113,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._backlog = backlog_gauge(meter_provider)
 
     def wake(self) -> None:
         self._wake.set()
@@ -142,8 +149,27 @@ class OutboxRelay:
                     logger.warning("outbox rows left unsent at shutdown; the next start sends them")
                 else:
                     logger.warning("outbox relay could not publish; will retry", extra={"error": str(error)})
+            # Also after a failed pass: rows piling up while the broker is away is the backlog.
+            try:
+                await self.count_backlog()
+            except Exception as error:
+                logger.warning("outbox backlog not counted; its age grows", extra={"error": str(error)})
             if stopping:
                 return
+
+    async def count_backlog(self) -> Backlog:
+        """Count the unsent rows and note the oldest's write time, for the backlog gauges."""
+        outbox = self._outbox
+        async with self._engine.connect() as conn:
+            # sent_at is indexed, so this reads the unsent rows only, not the sent history.
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.sent_at.is_(None))
+                )
+            ).one()
+        backlog = Backlog(int(row[0]), _aware(row[1]))
+        self._backlog.last = backlog
+        return backlog
 
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent or parked. Raises on the
@@ -225,3 +251,10 @@ class OutboxRelay:
                     .where(outbox.c.id.in_(parked))
                     .values(claimed_until=datetime.now(UTC) + self._park)
                 )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands a timezone-aware column back naive; it was written in UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
