@@ -22,6 +22,7 @@ from tests.deploy.deploy_support import (
     template_args,
     values_args,
 )
+from tests.deploy.monitoring_schemas import MONITORING_SCHEMAS
 
 pytestmark = pytest.mark.deploy
 
@@ -169,6 +170,10 @@ def test_every_object_is_valid_kubernetes(render: Render) -> None:
         if obj["apiVersion"].startswith("gateway.networking.k8s.io/"):
             assert obj["apiVersion"] == "gateway.networking.k8s.io/v1", name
             jsonschema.validate(obj["spec"], GATEWAY_API_SCHEMAS[obj["kind"]])
+            continue
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
+            jsonschema.validate(obj["spec"], MONITORING_SCHEMAS[obj["kind"]])
             continue
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -632,12 +637,12 @@ def test_collector_pipeline_uses_current_component_names() -> None:
     protocols = config["receivers"]["otlp"]["protocols"]
     assert protocols["grpc"]["endpoint"].endswith(":4317")
     assert protocols["http"]["endpoint"].endswith(":4318")
-    traces = config["service"]["pipelines"]["traces"]
-    assert traces["processors"] == ["memory_limiter", "k8s_attributes", "batch"]
-    assert set(traces["exporters"]) == {"otlp_grpc/jaeger", "span_metrics"}
-    metrics = config["service"]["pipelines"]["metrics"]
-    assert "span_metrics" in metrics["receivers"]
-    assert metrics["exporters"] == ["prometheus"]
+    pipelines = config["service"]["pipelines"]
+    assert pipelines["traces"]["processors"] == ["memory_limiter", "k8s_attributes"]
+    assert set(pipelines["traces"]["exporters"]) == {"span_metrics", "forward/sampling"}
+    assert pipelines["traces/sampled"]["exporters"] == ["otlp_grpc/jaeger"]
+    assert pipelines["metrics/spans"]["receivers"] == ["span_metrics"]
+    assert pipelines["metrics/spans"]["exporters"] == pipelines["metrics"]["exporters"] == ["prometheus"]
     assert config["exporters"]["otlp_grpc/jaeger"]["endpoint"] == "${env:JAEGER_OTLP_GRPC_ENDPOINT}"
     # Deprecated aliases in collector-contrib 0.160.0; their new names are used above.
     names = {

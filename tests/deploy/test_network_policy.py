@@ -142,6 +142,20 @@ def expected_flows(render: Render) -> set[Flow]:
         tcp(f"cidr:{cidr}", "jaeger", 16686)
     if values["networkPolicy"]["metricsScraperNamespace"]:
         tcp(f"ns:{values['networkPolicy']['metricsScraperNamespace']}", "otel-collector", 8889)
+        if values["rabbitmq"]["enabled"]:
+            tcp(f"ns:{values['networkPolicy']['metricsScraperNamespace']}", "rabbitmq", 15692)
+    # The chart's Prometheus scrapes the collector's exporter and RabbitMQ's endpoint, and
+    # Jaeger's Monitor tab queries it; else Jaeger reaches the Prometheus it is given.
+    if values["prometheus"]["enabled"]:
+        tcp("prometheus", "otel-collector", 8889)
+        if values["rabbitmq"]["enabled"]:
+            tcp("prometheus", "rabbitmq", 15692)
+        tcp("jaeger", "prometheus", 9090)
+        for rule in values["prometheus"]["alerting"]["egressTo"]:
+            tcp("prometheus", f"cidr:{rule['cidr']}", *rule["ports"])
+    if values["jaeger"]["monitor"]["prometheusUrl"]:
+        for rule in values["jaeger"]["monitor"]["egressTo"]:
+            tcp("jaeger", f"cidr:{rule['cidr']}", *rule["ports"])
     for app in SERVICES:
         for rule in values["components"][app]["egressTo"]:
             tcp(app, f"cidr:{rule['cidr']}", *rule["ports"])
