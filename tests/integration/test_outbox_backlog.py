@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from lantern_runtime.messaging import EventPublisher, build_broker
 from lantern_runtime.settings import BrokerSettings
@@ -46,7 +46,7 @@ def gauges(reader: InMemoryMetricReader) -> dict[str, float]:
         for metric in scope.metrics
         if metric.name.startswith("lantern.outbox.")
         for point in metric.data.data_points
-        if isinstance(point.value, int | float)
+        if isinstance(point, NumberDataPoint)
     }
 
 
