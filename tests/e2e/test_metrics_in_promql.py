@@ -16,6 +16,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
@@ -27,7 +28,6 @@ from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost
 from devstack.stack import DEFAULT_PORTS, Stack
 from order_flow.topology import NOTIFIER_QUEUE, ORDER_FLOW, ORDERS_QUEUE, PAYMENTS_QUEUE
-from tests.deploy.deploy_support import REPO_ROOT
 from tests.metrics_store import (
     Unavailable,
     rabbitmq_prometheus_unavailable,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES = REPO_ROOT / "charts" / "lantern" / "files" / "prometheus" / "alerts.yml"
 BURST = 30
 SMALL_ORDER = {"items": [{"sku": "lamp", "quantity": 1, "unit_price": "19.90"}]}

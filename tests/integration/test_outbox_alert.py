@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -28,7 +29,6 @@ from lantern_runtime.storage import OutboxRelay
 from orders.domain import PlaceOrder
 from orders.repository import OrderRepository
 from orders.tables import metadata, outbox
-from tests.deploy.deploy_support import REPO_ROOT
 from tests.integration.conftest import engine_with
 from tests.metrics_store import Unavailable, victoria_metrics, vmalert
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES = REPO_ROOT / "charts" / "lantern" / "files" / "prometheus" / "alerts.yml"
 ALERT = "LanternOutboxStalled"
 ORDER = PlaceOrder.model_validate({"items": [{"sku": "lamp", "quantity": 1, "unit_price": "5.00"}]})
