@@ -108,6 +108,8 @@ class Stack:
     sink_port: int = 4318
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A command a service runs under, e.g. {"orders": ["opentelemetry-instrument"]}.
+    launchers: dict[str, list[str]] = field(default_factory=dict)
     # The gateway checks tokens against this HS256 secret; auth_headers() signs with it.
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     # Signs the X-Lantern-Subject header the gateway sends to the services.
@@ -258,7 +260,8 @@ class Stack:
 
     def start_service(self, service: str) -> None:
         self.migrate_databases((service,))
-        self._spawn(service, [sys.executable, "-m", service], self.env_for(service))
+        command = [*self.launchers.get(service, []), sys.executable, "-m", service]
+        self._spawn(service, command, self.env_for(service))
 
     def migrate_databases(self, services: tuple[str, ...]) -> None:
         """Migrate the databases of `services` not migrated yet to head, all at once, with the

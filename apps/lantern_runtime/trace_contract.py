@@ -38,6 +38,9 @@ class Span:
     start_ns: int = 0
     end_ns: int = 0
     error: bool = False
+    # The instrumentation scope that made it, and its resource's attributes, where known.
+    scope: str = ""
+    resource: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -61,7 +64,7 @@ class Step:
             return True
         return self.event in (
             span.attributes.get("messaging.rabbitmq.destination.routing_key"),
-            span.name.split(" ", 1)[-1],
+            span.attributes.get("lantern.event.type"),
         )
 
     def __str__(self) -> str:
@@ -108,11 +111,15 @@ def order_flow_chain(outcome: str) -> tuple[Step, ...]:
 
 
 SERVICES = ("gateway", "orders", "payments", "bank", "notifier")
+# The messaging conventions' attributes every producer and consumer span has, and the
+# deprecated one it must not have (renamed messaging.operation.type).
 MESSAGING_ATTRIBUTES = (
     "messaging.system",
     "messaging.destination.name",
-    "messaging.operation",
+    "messaging.operation.name",
+    "messaging.operation.type",
 )
+DEPRECATED_ATTRIBUTES = ("messaging.operation",)
 
 
 def check_trace(spans: Iterable[Span], chain: tuple[Step, ...]) -> list[str]:
@@ -143,6 +150,9 @@ def check_trace(spans: Iterable[Span], chain: tuple[Step, ...]) -> list[str]:
                 problems.append(f"{span.service}: {span.name!r} lacks messaging attributes {absent}")
             elif span.attributes["messaging.system"] != "rabbitmq":
                 problems.append(f"{span.service}: {span.name!r} has messaging.system != rabbitmq")
+        deprecated = [key for key in DEPRECATED_ATTRIBUTES if key in span.attributes]
+        if deprecated:
+            problems.append(f"{span.service}: {span.name!r} has deprecated attributes {deprecated}")
     problems.extend(_check_chain(spans, by_id, chain))
     return problems
 

@@ -53,6 +53,8 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest) -> list[Span]:
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
                         error=span.status.code == _STATUS_ERROR,
+                        scope=scope_spans.scope.name,
+                        resource=resource,
                     )
                 )
     return spans
@@ -113,6 +115,8 @@ def spans_from_otlp_json(document: dict[str, Any]) -> list[Span]:
                         start_ns=int(span.get("startTimeUnixNano", 0)),
                         end_ns=int(span.get("endTimeUnixNano", 0)),
                         error=span.get("status", {}).get("code") in (_STATUS_ERROR, "STATUS_CODE_ERROR"),
+                        scope=scope_spans.get("scope", {}).get("name", ""),
+                        resource=resource,
                     )
                 )
     return spans

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,21 +28,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 SMALL_ORDER = {
     "items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}],
 }
+SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy"
 LARGE_ORDER = {
     "items": [{"sku": "sofa", "quantity": 1, "unit_price": "1500.00"}],
 }
 
 
-# Every test runs against a platform whose HTTP server spans come from each instrumentation.
-@pytest.fixture(scope="module", params=["lantern", "opentelemetry"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with fresh_vhost() as amqp_url:
         platform = Stack(
             tmp_path_factory.mktemp("platform"),
             ports={service: free_port() for service in DEFAULT_PORTS},
             amqp_url=amqp_url,
             sink_port=free_port(),
-            extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100", "LANTERN_HTTP_INSTRUMENTATION": request.param},
+            extra_env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
         )
         with platform.running(timeout=60):
             yield platform
@@ -95,12 +97,50 @@ def test_an_approved_order_is_confirmed_in_one_connected_trace(stack: Stack, gat
     spans = traces_by_id(stack.spans_file)[trace_id_of(response)]
     [orders_server] = [s for s in spans if s.service == "orders" and s.kind == "server"]
     assert orders_server.attributes.get("enduser.id") == "test-client"
-    # The instrumentation chosen made the server spans, both with the stable HTTP attributes;
-    # only the stock one records the client's port.
     assert orders_server.attributes.get("http.route") == "/api/orders"
     assert orders_server.attributes.get("http.response.status_code") == 202
-    stock = stack.extra_env["LANTERN_HTTP_INSTRUMENTATION"] == "opentelemetry"
-    assert ("client.port" in orders_server.attributes) is stock
+
+
+def test_one_orders_trace_is_made_by_the_stock_sdk_and_instrumentations_on_current_conventions(
+    stack: Stack, gateway: httpx.Client
+) -> None:
+    response = place(gateway, SMALL_ORDER)
+    assert final_status(gateway, response.json()["order_id"]) == "confirmed"
+    problems, tree = settled_trace_problems(stack.spans_file, trace_id_of(response), "authorized")
+    assert problems == [], tree
+    spans = traces_by_id(stack.spans_file)[trace_id_of(response)]
+    scopes = {(s.service, s.kind): set() for s in spans}
+    for s in spans:
+        scopes[(s.service, s.kind)].add(s.scope)
+    for service in ("gateway", "orders", "bank"):
+        assert scopes[(service, "server")] == {"opentelemetry.instrumentation.fastapi"}
+    assert scopes[("gateway", "client")] >= {"opentelemetry.instrumentation.httpx"}
+    assert scopes[("payments", "client")] >= {"opentelemetry.instrumentation.httpx"}
+    # Each service's SQL, as spans of the SQLAlchemy instrumentation, in the order's trace.
+    for service in ("orders", "payments"):
+        sql = [
+            s for s in spans if s.service == service and s.scope == "opentelemetry.instrumentation.sqlalchemy"
+        ]
+        assert sql, f"no database spans from {service}:\n{tree}"
+        assert all(
+            s.kind == "client" and s.attributes.get("db.system.name", s.attributes.get("db.system"))
+            for s in sql
+        )
+    messaging = [s for s in spans if s.kind in ("producer", "consumer")]
+    assert {s.attributes["messaging.operation.type"] for s in messaging} == {"send", "process"}
+    assert not any("messaging.operation" in s.attributes for s in messaging)
+    created = next(s for s in messaging if s.kind == "producer" and s.service == "orders")
+    assert created.name == "publish lantern.events:order.created"
+    assert created.attributes["messaging.operation.name"] == "publish"
+    assert created.attributes["server.port"] == urlsplit(stack.amqp_url).port
+    consumed = next(s for s in messaging if s.kind == "consumer" and s.service == "payments")
+    assert consumed.name == "process lantern.events:order.created:payments.order-events"
+    assert isinstance(consumed.attributes["messaging.rabbitmq.message.delivery_tag"], int)
+    for s in spans:
+        assert s.resource.get("telemetry.sdk.name") == "opentelemetry", s
+        assert s.resource.get("service.namespace") == "lantern"
+        assert s.resource.get("service.version") == version("lantern")
+        assert s.resource.get("deployment.environment.name") == "development"
 
 
 def test_an_order_over_the_bank_limit_is_cancelled_in_one_connected_trace(

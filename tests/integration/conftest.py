@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lantern_runtime.storage import create_engine, upgrade
 from lantern_runtime.storage.migrations import history_of
-from lantern_runtime.telemetry.tracer import SdkTracing, set_global_tracing
+from lantern_runtime.telemetry.libraries import instrument_libraries
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,11 +29,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.rabbitmq
 
 _EXPORTER = InMemorySpanExporter()
-# Built as setup_telemetry builds it, so messaging and client spans are Lantern's lean spans here
-# too. The global provider can be set once per process; tests read what they need from the exporter.
-_TRACING = SdkTracing.build(shutdown_on_exit=False)
-_TRACING.provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-set_global_tracing(_TRACING)
+# As setup_telemetry builds it: the SDK's provider, global, and the stock instrumentations of
+# httpx, SQLAlchemy and redis on it. The global provider can be set once per process; tests read
+# what they need from the exporter.
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+instrument_libraries(_PROVIDER, None)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from opentelemetry.trace import SpanKind
 
-from lantern_runtime.telemetry.client import redacted
+from lantern_runtime.telemetry.libraries import redacted
 from tests.unit.test_resilience import Upstream, client, reset, upstream  # noqa: F401 - fixtures
 
 if TYPE_CHECKING:

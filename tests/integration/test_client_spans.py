@@ -1,5 +1,6 @@
-"""Each attempt of an upstream call is a CLIENT span in the caller's trace, and carries its
-own context to the upstream."""
+"""Each attempt of an upstream call is a CLIENT span of the httpx instrumentation in the caller's
+trace, with the upstream's name, the breaker's state and the resend count added by Lantern's hook,
+and carries its own context to the upstream."""
 
 from __future__ import annotations
 
@@ -22,26 +23,25 @@ async def test_each_attempt_is_a_client_span_with_its_resend_count_and_its_own_c
         response = await client(upstream.url).request("GET", "/orders/o-1")
     assert response.status_code == 200
     attempts = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    port = int(upstream.url.rsplit(":", 1)[1])
+    common = {
+        "http.request.method": "GET",
+        "url.full": f"{upstream.url}/orders/o-1",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": port,
+        "network.protocol.version": "1.1",
+        "lantern.upstream.name": "orders",
+        "lantern.circuit_breaker.state": "closed",
+    }
     assert [dict(s.attributes or {}) for s in attempts] == [
-        {
-            "http.request.method": "GET",
-            "url.full": f"{upstream.url}/orders/o-1",
-            "server.address": "127.0.0.1",
-            "server.port": int(upstream.url.rsplit(":", 1)[1]),
-            "lantern.circuit_breaker.state": "closed",
-            "http.response.status_code": 503,
-            "error.type": "503",
-        },
-        {
-            "http.request.method": "GET",
-            "url.full": f"{upstream.url}/orders/o-1",
-            "server.address": "127.0.0.1",
-            "server.port": int(upstream.url.rsplit(":", 1)[1]),
-            "lantern.circuit_breaker.state": "closed",
-            "http.request.resend_count": 1,
-            "http.response.status_code": 200,
-        },
+        {**common, "http.response.status_code": 503, "error.type": "503"},
+        {**common, "http.request.resend_count": 1, "http.response.status_code": 200},
     ]
+    assert {s.instrumentation_scope.name for s in attempts if s.instrumentation_scope} == {
+        "opentelemetry.instrumentation.httpx"
+    }
     assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.UNSET]
     assert all(
         s.parent is not None and s.parent.span_id == caller.get_span_context().span_id for s in attempts

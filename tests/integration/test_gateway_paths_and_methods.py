@@ -138,7 +138,9 @@ def test_unknown_methods_are_other_in_span_names_and_metrics_with_the_original_o
     gateway: Gateway,
 ) -> None:
     gateway.spans.clear()
-    methods = [f"X{token}" for token in ("FROB", "get", "Q1W2E3", "PURGE", "BREW")] + ["get"]
+    # (A lower-case `get` is not among them: the FastAPI instrumentation upper-cases a method
+    # before it compares, so it names that one GET, a known method, and the labels stay bounded.)
+    methods = [f"X{token}" for token in ("FROB", "get", "Q1W2E3", "PURGE", "BREW")]
     for method in methods:
         status, _, _ = gateway.request(method, "/api/orders/o-1")
         assert status in (400, 405), method

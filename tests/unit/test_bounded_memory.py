@@ -10,7 +10,7 @@ import tracemalloc
 import weakref
 from typing import TYPE_CHECKING
 
-from opentelemetry.sdk.trace import SpanLimits
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext
 
 from lantern_runtime.resilience import CircuitBreaker, RetryBudget, UpstreamClient
-from lantern_runtime.telemetry.tracer import SdkTracing, lean_tracer
 from tests.unit.clock import Clock
 
 if TYPE_CHECKING:
@@ -99,10 +98,10 @@ def test_a_breaker_is_one_per_upstream_and_is_freed_with_its_client() -> None:
 
 
 def test_a_long_lived_span_keeps_only_the_newest_events_and_links_up_to_the_limits() -> None:
-    tracing = SdkTracing.build(limits=SpanLimits(max_events=128, max_links=128), shutdown_on_exit=False)
+    provider = TracerProvider(span_limits=SpanLimits(max_events=128, max_links=128), shutdown_on_exit=False)
     exporter = InMemorySpanExporter()
-    tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
-    span = lean_tracer(tracing, "tests").start_span("long-lived")
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("tests").start_span("long-lived")
     for i in range(10_000):
         span.add_event(f"retry-{i}", {"attempt": i})
         span.add_link(SpanContext(1, i + 1, is_remote=True))
@@ -120,9 +119,9 @@ def test_spans_waiting_for_a_stuck_exporter_are_dropped_past_the_queue_size() ->
     processor = BatchSpanProcessor(
         exporter, max_queue_size=100, max_export_batch_size=10, schedule_delay_millis=1
     )
-    tracing = SdkTracing.build(shutdown_on_exit=False)
-    tracing.provider.add_span_processor(processor)
-    tracer = lean_tracer(tracing, "tests")
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
     tracer.start_span("first").end()
     assert exporter.entered.wait(5)  # the worker is now stuck inside export()
     for i in range(10_000):

@@ -1,6 +1,5 @@
-"""Server spans, from Lantern's middleware or opentelemetry-instrumentation-fastapi (as
-LANTERN_HTTP_INSTRUMENTATION chooses): one per request, in the caller's trace, named by the
-route, probes excluded."""
+"""Server spans from opentelemetry-instrumentation-fastapi: one per request, in the caller's
+trace, named by the route, on the stable HTTP conventions, probes excluded."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from opentelemetry.instrumentation.propagators import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -23,39 +23,30 @@ from opentelemetry.trace import SpanKind, StatusCode
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
 from lantern_runtime.telemetry import Telemetry
-from lantern_runtime.telemetry.tracer import SdkTracing
 from tests.metric_points import point_attributes
 
 CALLER_TRACE = "94e183f1b16ada326cb26ac1602aaaa4"
 CALLER_SPAN = "d543bcb7bc77533d"
 
 
-SCOPES = {"lantern": "lantern_runtime.http", "opentelemetry": "opentelemetry.instrumentation.fastapi"}
-
-
 class Recorded:
-    def __init__(self, instrumentation: str) -> None:
+    def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
         self.metrics = InMemoryMetricReader()
-        tracing = SdkTracing.build(
-            resource=Resource.create({"service.name": "orders"}), shutdown_on_exit=False
-        )
-        tracing.provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        provider = TracerProvider(resource=Resource.create({"service.name": "orders"}))
+        provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.telemetry = Telemetry(
-            "orders",
-            tracing=tracing,
-            meter_provider=MeterProvider(metric_readers=[self.metrics]),
-            http_instrumentation=instrumentation,
+            "orders", tracer_provider=provider, meter_provider=MeterProvider(metric_readers=[self.metrics])
         )
 
     def durations(self) -> list[dict[str, object]]:
         return point_attributes(self.metrics, "http.server.request.duration")
 
 
-@pytest.fixture(params=list(SCOPES))
-async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[httpx.AsyncClient, Recorded]]:
-    set_global_response_propagator(TraceResponsePropagator())  # type: ignore[no-untyped-call]
-    recorded = Recorded(request.param)
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[httpx.AsyncClient, Recorded]]:
+    set_global_response_propagator(TraceResponsePropagator())
+    recorded = Recorded()
     router = APIRouter()
 
     @router.get("/api/items/{item_id}")
@@ -72,7 +63,7 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[httpx.As
     transport = httpx.ASGITransport(app, raise_app_exceptions=False, client=("10.1.2.3", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://orders:8000") as client:
         yield client, recorded
-    set_global_response_propagator(None)  # type: ignore[no-untyped-call]
+    set_global_response_propagator(None)
 
 
 async def test_a_request_is_one_server_span_in_the_callers_trace_named_by_its_route(
@@ -85,11 +76,11 @@ async def test_a_request_is_one_server_span_in_the_callers_trace_named_by_its_ro
     assert response.status_code == 200
     [span] = recorded.spans.get_finished_spans()
     assert span.instrumentation_scope is not None
-    assert span.instrumentation_scope.name == SCOPES[recorded.telemetry.http_instrumentation]
+    assert span.instrumentation_scope.name == "opentelemetry.instrumentation.fastapi"
     assert (span.name, span.kind) == ("GET /api/items/{item_id}", SpanKind.SERVER)
     assert span.parent is not None
     assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (CALLER_TRACE, CALLER_SPAN)
-    # The stable HTTP semantic conventions, from either instrumentation.
+    # The stable HTTP semantic conventions.
     stable = {
         "http.request.method": "GET",
         "http.route": "/api/items/{item_id}",
@@ -109,16 +100,6 @@ async def test_a_request_is_one_server_span_in_the_callers_trace_named_by_its_ro
         "http.request.method": "GET",
         "http.route": "/api/items/{item_id}",
     }
-    if recorded.telemetry.http_instrumentation == "lantern":
-        # Lantern's own: these and no more.
-        assert attributes == {**stable, "server.address": "orders"}
-        assert duration == {
-            "http.request.method": "GET",
-            "http.route": "/api/items/{item_id}",
-            "http.response.status_code": 200,
-            "url.scheme": "http",
-            "network.protocol.version": "1.1",
-        }
 
 
 async def test_an_unhandled_error_is_a_500_and_an_error_span_with_the_exception(
@@ -155,7 +136,7 @@ async def test_probes_and_unknown_paths_make_no_route_named_spans(
 async def test_the_stock_instrumentation_reads_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/api/items/private")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "x-request-id")
-    recorded = Recorded("opentelemetry")
+    recorded = Recorded()
     router = APIRouter()
 
     @router.get("/api/items/{item_id}")
@@ -172,10 +153,3 @@ async def test_the_stock_instrumentation_reads_its_own_variables(monkeypatch: py
     spans = recorded.spans.get_finished_spans()
     assert [span.name for span in spans] == ["GET /api/items/{item_id}", "GET /healthz"]
     assert (spans[0].attributes or {})["http.request.header.x_request_id"] == ("req-1",)
-
-
-def test_an_unknown_instrumentation_is_refused_naming_the_choices() -> None:
-    with pytest.raises(
-        ValueError, match=r"LANTERN_HTTP_INSTRUMENTATION='otel' is not one of lantern, opentelemetry"
-    ):
-        Telemetry("orders", http_instrumentation="otel")

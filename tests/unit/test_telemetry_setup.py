@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 SCRIPT = """
 from lantern_runtime.telemetry import setup_telemetry
@@ -90,45 +91,80 @@ def test_a_collector_that_does_not_answer_blocks_neither_start_up_nor_the_exit()
     assert time.monotonic() - began < 8
 
 
-GLOBAL = """
+RESOURCE = """
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from lantern_runtime.telemetry import setup_telemetry
-from lantern_runtime.telemetry.tracer import GlobalTracer, LeanTracer
-messaging = GlobalTracer("lantern_runtime.messaging")
-print("before", messaging.get())
-telemetry = setup_telemetry("orders")
-exporter = InMemorySpanExporter()
-trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
-tracer = messaging.get()
-print("lean", isinstance(tracer, LeanTracer), messaging.get() is tracer)
-tracer.start_span("process order.created").end()
-print("exported", [span.name for span in exporter.get_finished_spans()])
-print("instrumentation", telemetry.http_instrumentation)
+setup_telemetry("orders")
+attributes = trace.get_tracer_provider().resource.attributes
+for key in ("service.namespace", "service.version", "deployment.environment.name", "telemetry.sdk.name"):
+    print(key, attributes.get(key))
+print("instance", len(str(attributes.get("service.instance.id", ""))))
 """
 
 
-def test_after_set_up_the_global_tracer_is_resolved_once_to_a_lean_tracer_of_the_global_provider() -> None:
+def resource(**env: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANTERN_"))}
     result = subprocess.run(
-        [sys.executable, "-c", GLOBAL],
-        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANTERN_"))},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", RESOURCE], env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines())
+
+
+def test_the_resource_names_namespace_version_instance_and_a_well_known_environment() -> None:
+    assert resource() == {
+        "service.namespace": "lantern",
+        "service.version": version("lantern"),
+        "deployment.environment.name": "development",
+        "telemetry.sdk.name": "opentelemetry",
+        # A UUID of its own per process.
+        "instance": "36",
+    }
+
+
+def test_otel_resource_attributes_override_every_default_but_the_service_name() -> None:
+    overridden = resource(
+        LANTERN_ENVIRONMENT="staging",
+        OTEL_RESOURCE_ATTRIBUTES="service.namespace=shop,service.version=9.9.9",
+    )
+    assert overridden["service.namespace"] == "shop"
+    assert overridden["service.version"] == "9.9.9"
+    assert overridden["deployment.environment.name"] == "staging"
+    assert (
+        resource(OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=production")[
+            "deployment.environment.name"
+        ]
+        == "production"
+    )
+
+
+INSTRUMENTED = """
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from lantern_runtime.telemetry import setup_telemetry
+setup_telemetry("orders")
+setup_telemetry("orders")
+for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor(), RedisInstrumentor()):
+    print(type(instrumentor).__name__, instrumentor.is_instrumented_by_opentelemetry)
+"""
+
+
+def test_set_up_instruments_httpx_sqlalchemy_and_redis_with_the_stock_instrumentations() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANTERN_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", INSTRUMENTED], env=clean, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "before None",
-        "lean True True",
-        "exported ['process order.created']",
-        "instrumentation lantern",
+        "HTTPXClientInstrumentor True",
+        "SQLAlchemyInstrumentor True",
+        "RedisInstrumentor True",
     ]
 
 
-def test_the_http_instrumentation_is_chosen_by_lantern_http_instrumentation() -> None:
-    chosen = run(LANTERN_HTTP_INSTRUMENTATION="OpenTelemetry")
-    assert chosen.returncode == 0, chosen.stderr
-    wrong = run(LANTERN_HTTP_INSTRUMENTATION="otel")
-    assert wrong.returncode != 0
-    assert "LANTERN_HTTP_INSTRUMENTATION='otel' is not one of lantern, opentelemetry" in wrong.stderr
+def test_otel_traces_exporter_none_exports_nothing_and_another_exporter_is_refused() -> None:
+    assert run(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_TRACES_EXPORTER="none").returncode == 0
+    refused = run(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_TRACES_EXPORTER="zipkin")
+    assert refused.returncode != 0
+    assert "OTEL_TRACES_EXPORTER='zipkin' is not supported; use 'otlp' or 'none'" in refused.stderr

@@ -29,8 +29,9 @@ def make_trace(outcome: str = "authorized") -> list[Span]:
         if step.kind in (PRODUCER, CONSUMER):
             attributes = {
                 "messaging.system": "rabbitmq",
-                "messaging.destination.name": "lantern.events",
-                "messaging.operation": "publish" if step.kind == PRODUCER else "process",
+                "messaging.destination.name": f"lantern.events:{step.event}",
+                "messaging.operation.name": "publish" if step.kind == PRODUCER else "process",
+                "messaging.operation.type": "send" if step.kind == PRODUCER else "process",
                 "messaging.rabbitmq.destination.routing_key": step.event,
             }
         spans[step.label] = Span(
@@ -81,6 +82,13 @@ def test_a_messaging_span_without_its_attributes_is_reported() -> None:
     spans[3] = replace(spans[3], attributes={})
     problems = check_trace(spans, order_flow_chain("authorized"))
     assert any("lacks messaging attributes" in problem for problem in problems)
+
+
+def test_a_messaging_span_with_the_deprecated_operation_attribute_is_reported() -> None:
+    spans = make_trace()
+    spans[3] = replace(spans[3], attributes={**spans[3].attributes, "messaging.operation": "publish"})
+    problems = check_trace(spans, order_flow_chain("authorized"))
+    assert any("has deprecated attributes ['messaging.operation']" in problem for problem in problems)
 
 
 def test_a_consumer_hung_under_the_wrong_parent_breaks_the_chain() -> None:

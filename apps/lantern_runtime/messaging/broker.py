@@ -13,7 +13,7 @@ from faststream.rabbit.response import RabbitPublishCommand
 
 from lantern_runtime.messaging.declare import check_topology
 from lantern_runtime.messaging.publisher import MessageTooLarge
-from lantern_runtime.messaging.tracing import TracingMiddleware
+from lantern_runtime.messaging.tracing import MessagingTelemetry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -43,7 +43,7 @@ def build_broker(settings: BrokerSettings, service_name: str) -> RabbitBroker:
         graceful_timeout=settings.shutdown_timeout,
         # Inside the tracing middleware, so a refused publish is an error on its producer span.
         middlewares=(
-            TracingMiddleware,
+            MessagingTelemetry(settings.amqp_url),
             PublishPolicy(broker_user(settings.amqp_url), settings.broker_max_message_bytes),
         ),
         logger=logging.getLogger(f"{service_name}.broker"),

@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from faststream import BaseMiddleware, Depends
 from faststream.exceptions import SubscriberNotFound
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
 from lantern_runtime.backoff import full_jitter_delay
 from lantern_runtime.messaging.deadlines import HandlerDeadlines
-from lantern_runtime.telemetry.propagation import extract
+from lantern_runtime.messaging.tracing import mark_failed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -243,7 +242,7 @@ class DeliveryMiddleware(BaseMiddleware):
         try:
             attempt = attempt_of(msg.headers)
         except PoisonMessage as error:
-            _mark_span_failed(error)
+            mark_failed(error)
             await policy.dead_letter(raw, reason=str(error), attempts=1)
             return None
         try:
@@ -252,7 +251,7 @@ class DeliveryMiddleware(BaseMiddleware):
             await msg.decode()
         except ValueError as error:
             poison = PoisonMessage(f"body is not a valid {raw.type}: not JSON ({error})")
-            _mark_span_failed(poison)
+            mark_failed(poison)
             await policy.dead_letter(raw, reason=str(poison), attempts=attempt)
             return None
         token = _delivery.set(
@@ -276,7 +275,7 @@ class DeliveryMiddleware(BaseMiddleware):
                 # A handler's own TimeoutError (a call it made timed out) is an ordinary failure
                 # with its own reason; only HandlerTimedOut says it ran past its limit.
                 failure = error
-            _mark_span_failed(failure)
+            mark_failed(failure)
             if isinstance(failure, PoisonMessage):
                 await policy.dead_letter(raw, reason=str(failure), attempts=attempt)
             else:
@@ -310,7 +309,7 @@ class DeliveryMiddleware(BaseMiddleware):
             )
         # No consumer span was started for it: the dead letter and its log line join the
         # message's own trace.
-        token = otel_context.attach(extract(raw.headers))
+        token = otel_context.attach(propagate.extract(raw.headers))
         try:
             await policy.dead_letter(raw, reason=reason, attempts=attempt)
         finally:
@@ -342,9 +341,3 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, ValidationError):
         return str(error.errors(include_url=False, include_context=False))
     return str(error)
-
-
-def _mark_span_failed(error: BaseException) -> None:
-    span = trace.get_current_span()
-    span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, str(error)))

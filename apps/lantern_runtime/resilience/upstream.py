@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_rando
 
 from lantern_runtime.resilience.breaker import CircuitBreaker
 from lantern_runtime.resilience.budget import RetryBudget
-from lantern_runtime.telemetry.client import ClientCall
+from lantern_runtime.telemetry.libraries import ATTEMPT, BREAKER, UPSTREAM
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -76,9 +76,6 @@ class UpstreamClient:
             reset_timeout=self.policy.breaker_reset_seconds,
         )
         self.budget = RetryBudget(ratio=self.policy.retry_budget_ratio)
-        url = httpx.URL(base_url)
-        self._base = str(url).rstrip("/")
-        self._server = (url.host, url.port or (443 if url.scheme == "https" else 80))
         # One pooled client per upstream: connections are reused across calls.
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -135,21 +132,15 @@ class UpstreamClient:
         if not self.breaker.allow():
             retry_after = max(1.0, self.breaker.retry_after())
             raise CircuitOpen(self.name, "circuit breaker is open", retry_after=retry_after)
-        full_url = self._base + url if url.startswith("/") else url
-        call = ClientCall(self._server, method, full_url, number)
-        call.start(headers, self.breaker.state.value)
+        # What the httpx instrumentation's hook adds to this attempt's CLIENT span.
+        extensions = {UPSTREAM: self.name, ATTEMPT: number, BREAKER: self.breaker.state.value}
         try:
-            response = await self._http.request(method, url, headers=headers, **kwargs)
-        except BaseException as error:
-            call.end(error=error)
+            response = await self._http.request(method, url, headers=headers, extensions=extensions, **kwargs)
+        except httpx.TransportError as error:
+            self.breaker.record_failure()
             if isinstance(error, httpx.TimeoutException):
-                self.breaker.record_failure()
                 raise UpstreamTimeout(self.name, f"no answer within {self.policy.timeout}s") from error
-            if isinstance(error, httpx.TransportError):
-                self.breaker.record_failure()
-                raise UpstreamUnavailable(self.name, f"unreachable ({type(error).__name__})") from error
-            raise
-        call.end(status=response.status_code)
+            raise UpstreamUnavailable(self.name, f"unreachable ({type(error).__name__})") from error
         if response.status_code in TRANSIENT_STATUS:
             self.breaker.record_failure()
             raise UpstreamUnavailable(

@@ -6,18 +6,24 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Any
 
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 def create_engine(url: str) -> AsyncEngine:
     """An engine whose errors and logs name a statement's SQL but never its parameters: a
-    failed statement's text reaches logs and spans, and its values are customers' data."""
+    failed statement's text reaches logs and spans, and its values are customers' data.
+    (create_async_engine is looked up when called, so the SQLAlchemy instrumentation's wrapper
+    is the one called, however late it was installed.)"""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = sqlalchemy_asyncio.create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -38,7 +44,7 @@ def create_engine(url: str) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN")
 
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    engine = sqlalchemy_asyncio.create_async_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
 
