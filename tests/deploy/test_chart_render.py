@@ -329,6 +329,10 @@ def test_services_follow_the_runtime_contract(render: Render) -> None:
         assert config["PORT"] == str(port)
         assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
         assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert config["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http"
+        # One of the conventions' well-known environments, whichever values file.
+        environment = attributes.split("deployment.environment.name=", 1)[1].split(",", 1)[0]
+        assert environment in ("development", "staging", "production"), environment
         assert render.get("PodDisruptionBudget", name)
 
 
