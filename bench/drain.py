@@ -77,47 +77,77 @@ async def purge(amqp_url: str, *queues: str) -> None:
         await connection.close()
 
 
-def benchmark(rounds: int, count: int) -> Benchmark:
-    from bench.drain_worker import VARIANTS
+def benchmark(rounds: int, count: int, full_count: int = FULL_PATH_MESSAGES) -> Benchmark:
+    from bench.drain_worker import VARIANTS, full_path, traced
 
+    full_count = min(count, full_count)
+    cpu = "cpu_us_per_msg"
     result = Benchmark(
         name="consumer",
-        title=f"Consumer drain: {count:,} persistent JSON messages, prefetch 100",
+        title=(
+            f"Consumer drain: {count:,} persistent JSON messages ({full_count:,} on the full path), "
+            "prefetch 100"
+        ),
         metrics=[
             Metric("msg_per_s", "throughput", "msg/s", True),
-            Metric("cpu_us_per_msg", "CPU", "us/msg", False),
+            Metric(cpu, "CPU", "us/msg", False),
         ],
-        baseline="aio-pika",
+        baseline="faststream",
         variants=list(VARIANTS),
         notes=[
             "every variant drains the same durable quorum queue (Lantern's work queue) of messages "
-            "carrying a sampled traceparent; each runs in a fresh process",
+            "carrying a sampled traceparent; each runs in a fresh process, and each settles its heap "
+            "alike (gc.collect, gc.freeze) before its clock starts",
             "CPU = the consumer process's user+system time (all threads, span export included) / messages",
-            "traced = always-on sampling, BatchSpanProcessor, OTLP/HTTP protobuf to a trace sink process "
-            "that stores each request as it comes (bench.sink); the spans are counted after each sample",
-            f"lantern-full = traced + per message one PostgreSQL transaction recording its id in the inbox "
-            f"(idempotency) + one confirmed, persistent, mandatory publish of an outcome event; it drains "
-            f"{min(count, FULL_PATH_MESSAGES):,} messages",
-            "aio-pika-full = the same work as lantern-full on raw aio-pika and asyncpg, untraced, one "
-            "message at a time: the floor under lantern-full, so its ratio to aio-pika bounds the "
-            "full-path target",
+            "traced (+otel, +lantern-otel, +traced) = the stock SDK: always-on sampling, BatchSpanProcessor, "
+            "the stock OTLP/HTTP exporters (spans and metrics) to a trace sink process that stores each "
+            "request as it comes (bench.sink); the spans are counted after each sample",
+            "faststream+otel = FastStream's RabbitTelemetryMiddleware; faststream+lantern-otel = the same "
+            "plain broker with Lantern's MessagingTelemetry instead; lantern = Lantern's broker and "
+            "work-queue subscriber (delivery policy, publish policy, MessagingTelemetry)",
+            "lantern-full = lantern + per message one PostgreSQL transaction recording its id in the inbox "
+            "and its outcome event in the outbox, and the outbox relay publishing each outcome confirmed, "
+            "persistent and mandatory; its clock stops when the relay has published the last one; "
+            "+traced adds the SQLAlchemy instrumentation's spans",
+            "aio-pika-full = the same work as lantern-full on raw aio-pika and asyncpg, untraced: the floor "
+            "under lantern-full",
         ],
         targets=[
             Target(
-                "traced Lantern CPU/msg vs untraced FastStream",
-                "cpu_us_per_msg",
+                "traced Lantern CPU/msg vs FastStream + RabbitTelemetryMiddleware",
+                cpu,
                 "lantern+traced",
-                "faststream",
-                1.25,
+                "faststream+otel",
+                1.0,
                 at_most=True,
             ),
             Target(
-                "Lantern full path throughput vs raw aio-pika",
-                "msg_per_s",
+                "full path CPU/msg, traced (database spans included) vs untraced",
+                cpu,
                 "lantern-full+traced",
-                "aio-pika",
-                0.5,
+                "lantern-full",
+                1.15,
+                at_most=True,
             ),
+            Target("traced Lantern CPU/msg vs untraced FastStream", cpu, "lantern+traced", "faststream"),
+            Target(
+                "Lantern's middleware vs FastStream's, both on a plain broker",
+                cpu,
+                "faststream+lantern-otel",
+                "faststream+otel",
+            ),
+            Target(
+                "FastStream's tracing: faststream+otel vs faststream", cpu, "faststream+otel", "faststream"
+            ),
+            Target(
+                "Lantern's tracing on a plain broker vs faststream",
+                cpu,
+                "faststream+lantern-otel",
+                "faststream",
+            ),
+            Target("Lantern untraced vs faststream", cpu, "lantern", "faststream"),
+            Target("Lantern's tracing: lantern+traced vs lantern", cpu, "lantern+traced", "lantern"),
+            Target("full path on Lantern vs on raw aio-pika+asyncpg", cpu, "lantern-full", "aio-pika-full"),
         ],
     )
     with workplace() as (amqp_url, workdir, endpoint):
@@ -128,10 +158,10 @@ def benchmark(rounds: int, count: int) -> Benchmark:
             order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
             for variant in order:
                 # The full path is ten times slower; fewer messages keep the round short.
-                n = min(count, FULL_PATH_MESSAGES) if "-full" in variant else count
+                n = full_count if full_path(variant) else count
                 asyncio.run(fill(amqp_url, DRAIN_QUEUE, n))
                 args = ["--amqp-url", amqp_url, "--queue", DRAIN_QUEUE, "--count", str(n)]
-                if "-full" in variant:
+                if full_path(variant):
                     with fresh_database(workdir) as database_url:
                         if database_url.startswith("sqlite"):
                             note = "PostgreSQL was not reachable: lantern-full's inbox was in SQLite"
@@ -148,12 +178,12 @@ def benchmark(rounds: int, count: int) -> Benchmark:
                 result.add(variant, sample)
                 # A traced variant must have exported a span per message, or it measured too little.
                 before, exported = exported, count_spans(workdir / "traces.otlp")
-                if variant.endswith(("traced", "otel")) and exported - before < n:
+                if traced(variant) and exported - before < n:
                     got = exported - before
                     result.notes.append(f"{variant} round {round_number + 1}: {got} spans for {n} messages")
                 print(
-                    f"  consumer round {round_number + 1}/{rounds} {variant:22s} "
-                    f"{sample['msg_per_s']:8.0f} msg/s {sample['cpu_us_per_msg']:7.1f} us/msg",
+                    f"  consumer round {round_number + 1}/{rounds} {variant:24s} "
+                    f"{sample['msg_per_s']:8.0f} msg/s {sample[cpu]:7.1f} us/msg",
                     flush=True,
                 )
                 asyncio.run(purge(amqp_url, DRAIN_QUEUE, DONE_QUEUE.name))

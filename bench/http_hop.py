@@ -1,15 +1,12 @@
 """Benchmark 2, the HTTP hop: gateway → orders, `GET /api/orders/{id}` of an existing order, at a
-fixed concurrency: untraced (OTEL_SDK_DISABLED=true), and traced (always-on, OTLP/HTTP) with each
-HTTP server instrumentation (LANTERN_HTTP_INSTRUMENTATION): Lantern's own middleware and
-opentelemetry-instrumentation-fastapi. Requests/s, latency, and CPU per request of the two
-services together."""
+fixed concurrency: untraced (OTEL_SDK_DISABLED=true), and traced (always-on, OTLP/HTTP) with the
+stock instrumentations, opentelemetry-instrumentation-fastapi for the server spans and -httpx for
+the client span. Requests/s, latency, and CPU per request of the two services together."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,34 +17,13 @@ from bench.platform import running
 from bench.report import LATENCY_METRICS, Benchmark, Metric, Target, progress
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from devstack.stack import Stack
 
-# Variant: (traced, the services' LANTERN_HTTP_INSTRUMENTATION).
-VARIANTS = {
-    "untraced": (False, "lantern"),
-    "traced-lantern": (True, "lantern"),
-    "traced-opentelemetry": (True, "opentelemetry"),
-}
+VARIANTS = ("untraced", "traced")
 SERVICES = ("orders", "gateway")
 ORDER = {"items": [{"sku": "lamp", "quantity": 2, "unit_price": "19.90"}]}
 # After the load: time for the last batch of spans to be exported, whose CPU counts too.
 SETTLE_SECONDS = 1.0
-
-
-@contextmanager
-def _instrumentation(name: str) -> Iterator[None]:
-    """The services inherit this process's environment (devstack's Stack passes it on)."""
-    before = os.environ.get("LANTERN_HTTP_INSTRUMENTATION")
-    os.environ["LANTERN_HTTP_INSTRUMENTATION"] = name
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["LANTERN_HTTP_INSTRUMENTATION"]
-        else:
-            os.environ["LANTERN_HTTP_INSTRUMENTATION"] = before
 
 
 def _cpu_seconds(stack: Stack) -> float:
@@ -73,17 +49,17 @@ def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
         notes=[
             "gateway and orders (as `make run` starts them, SQLite) start afresh for every sample; the "
             "load generator is a process of its own, over keep-alive connections",
-            "traced = always-on sampling; gateway and orders each export their server and client spans "
-            "over OTLP/HTTP to a trace sink process; the server spans come from Lantern's middleware "
-            "(traced-lantern) or opentelemetry-instrumentation-fastapi (traced-opentelemetry)",
+            "traced = the stock SDK, always-on sampling; gateway and orders each export their spans "
+            "(server spans from opentelemetry-instrumentation-fastapi, the gateway's client span from "
+            "-httpx, orders' SQL from -sqlalchemy) and metrics over OTLP/HTTP to a trace sink process",
             "CPU = user+system time of gateway and orders (all threads, span export included) from the "
             f"first request to {SETTLE_SECONDS:.0f} s after the last, / every request answered",
         ],
         targets=[
             Target(
-                "traced gateway hop throughput (Lantern's spans) vs untraced",
+                "traced gateway hop throughput vs untraced",
                 "requests_per_s",
-                "traced-lantern",
+                "traced",
                 "untraced",
                 0.75,
             )
@@ -93,14 +69,10 @@ def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
         for round_number in range(rounds):
             order = list(VARIANTS) if round_number % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
-                traced, instrumentation = VARIANTS[variant]
                 workdir = tmp / f"http-{round_number}-{variant}"
-                with (
-                    _instrumentation(instrumentation),
-                    running(
-                        workdir, amqp_url, traced=traced, otlp_endpoint=endpoint, services=SERVICES
-                    ) as stack,
-                ):
+                with running(
+                    workdir, amqp_url, traced=variant == "traced", otlp_endpoint=endpoint, services=SERVICES
+                ) as stack:
                     auth = stack.auth_headers()
                     placed = httpx.post(
                         stack.url("gateway") + "/api/orders",
@@ -124,7 +96,7 @@ def benchmark(rounds: int, seconds: float, concurrency: int = 16) -> Benchmark:
                     )
                 result.add(variant, sample)
                 print(
-                    f"  http round {round_number + 1}/{rounds} {variant:20s} "
+                    f"  http round {round_number + 1}/{rounds} {variant:9s} "
                     + progress(
                         sample,
                         requests_per_s="req/s",

@@ -28,7 +28,8 @@ LATENCY_METRICS = (Metric("p50_ms", "p50", "ms", False), Metric("p99_ms", "p99",
 
 @dataclass(frozen=True)
 class Target:
-    """`variant`'s `metric` divided by `baseline`'s must be at least (or at most) `bound`.
+    """`variant`'s `metric` divided by `baseline`'s must be at least (or at most) `bound`; with
+    no bound, the ratio is only reported.
 
     The ratio is the median of the rounds' own ratios: each compares two samples taken minutes
     apart in one round, so a machine that drifts over the run (a shared VM does) moves it less
@@ -39,7 +40,7 @@ class Target:
     metric: str
     variant: str
     baseline: str
-    bound: float
+    bound: float | None = None
     at_most: bool = False
 
     def round_ratios(self, samples: dict[str, list[dict[str, float]]]) -> list[float]:
@@ -57,6 +58,8 @@ class Target:
         if not ratios:
             return None, False
         ratio = statistics.median(ratios)
+        if self.bound is None:
+            return ratio, True
         return ratio, (ratio <= self.bound if self.at_most else ratio >= self.bound)
 
 
@@ -127,6 +130,10 @@ class Benchmark:
             ratio, met = target.check(self.samples)
             shown = "n/a" if ratio is None else f"{ratio:.2f}x"
             rounds_shown = ", ".join(f"{r:.2f}" for r in target.round_ratios(self.samples))
+            if target.bound is None:
+                spread = f" (rounds {rounds_shown})" if rounds_shown else ""
+                lines.append(f"ratio: {target.description}: {shown}{spread}")
+                continue
             spread = f"rounds {rounds_shown}; " if rounds_shown else ""
             sign = "<=" if target.at_most else ">="
             verdict = "MET" if met else "NOT MET"
@@ -146,7 +153,12 @@ class Benchmark:
             "samples": self.samples,
             "notes": self.notes,
             "targets": [
-                {**vars(t), "ratio": ratio, "round_ratios": t.round_ratios(self.samples), "met": met}
+                {
+                    **vars(t),
+                    "ratio": ratio,
+                    "round_ratios": t.round_ratios(self.samples),
+                    "met": met if t.bound is not None else None,
+                }
                 for t in self.targets
                 for ratio, met in [t.check(self.samples)]
             ],

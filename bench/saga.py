@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench.infra import python_env, run_worker, workplace
 from bench.platform import running
-from bench.report import LATENCY_METRICS, Benchmark, Metric, progress
+from bench.report import LATENCY_METRICS, Benchmark, Metric, Target, progress
 
 VARIANTS = ("untraced", "traced")
 
@@ -22,6 +22,12 @@ def benchmark(rounds: int, rate: float, seconds: float) -> Benchmark:
             "the five services as `make run` starts them (SQLite, one database each), afresh each sample",
             "latency = from sending the POST to the order.confirmed event arriving on a queue the bench "
             "binds to lantern.events; completed/s = outcomes / (last outcome - first POST)",
+            "traced = the stock SDK in every service, always-on sampling, spans and metrics over OTLP/HTTP "
+            "to a trace sink process",
+        ],
+        targets=[
+            Target("traced p50 vs untraced", "p50_ms", "traced", "untraced", 1.2, at_most=True),
+            Target("traced p99 vs untraced", "p99_ms", "traced", "untraced", 1.3, at_most=True),
         ],
     )
     with workplace() as (amqp_url, tmp, endpoint):

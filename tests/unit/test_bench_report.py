@@ -56,3 +56,11 @@ def test_variants_with_different_numbers_of_rounds_are_not_paired() -> None:
     result = suite()
     result.samples["traced"].pop()
     assert result.targets[0].check(result.samples) == (None, False)
+
+
+def test_a_ratio_without_a_bound_is_reported_with_no_verdict() -> None:
+    result = suite()
+    result.targets = [Target("traced vs raw", "cpu_us", "traced", "raw")]
+    line = next(line for line in result.table().splitlines() if "traced vs raw" in line)
+    assert line == "ratio: traced vs raw: 1.22x (rounds 1.50, 1.22, 0.40)"
+    assert result.as_json()["targets"][0]["met"] is None
