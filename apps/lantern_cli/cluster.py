@@ -58,13 +58,13 @@ def connect(context: str | None) -> tuple[Configuration, str | None]:
     path = _kubeconfig()
     in_pod = "KUBERNETES_SERVICE_HOST" in os.environ
     if context is None and in_pod and not any(Path(p).exists() for p in path.split(os.pathsep)):
-        load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        load_incluster_config(client_configuration=configuration)
         namespace = (
             SERVICE_ACCOUNT_NAMESPACE.read_text().strip() if SERVICE_ACCOUNT_NAMESPACE.exists() else None
         )
         return configuration, namespace
     try:
-        contexts, current = list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        contexts, current = list_kube_config_contexts(config_file=path)
     except (ConfigException, OSError) as error:
         raise Refused(f"cannot read the kubeconfig {path}: {error}") from error
     chosen = next((c for c in contexts if c["name"] == (context or (current or {}).get("name"))), None)
@@ -73,9 +73,7 @@ def connect(context: str | None) -> tuple[Configuration, str | None]:
         wanted = f"no context {context!r}" if context else "no current context"
         raise Refused(f"{wanted} in the kubeconfig {path}; its contexts: {names}")
     try:
-        load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=path, context=chosen["name"], client_configuration=configuration
-        )
+        load_kube_config(config_file=path, context=chosen["name"], client_configuration=configuration)
     except ConfigException as error:
         raise Refused(f"context {chosen['name']!r} of {path} is unusable: {error}") from error
     return configuration, chosen.get("context", {}).get("namespace")
