@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -35,7 +37,10 @@ _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_PROVIDER)
-instrument_libraries(_PROVIDER, None)
+# Cumulative, as exported: a test reads the points of its own destinations.
+_METRICS = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[_METRICS], shutdown_on_exit=False))
+instrument_libraries(_PROVIDER, metrics.get_meter_provider())
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -105,6 +110,12 @@ async def failing_once_the_broker_is_up(readiness: Readiness) -> list[str]:
 def spans() -> InMemorySpanExporter:
     _EXPORTER.clear()
     return _EXPORTER
+
+
+@pytest.fixture
+def metric_reader() -> InMemoryMetricReader:
+    """The global meter provider's reader: every point since the process started."""
+    return _METRICS
 
 
 async def drain(
