@@ -155,7 +155,9 @@ def setup_telemetry(
     configured = _configured_providers()
     if configured is not None:
         tracer_provider, meter_provider = configured
-        logger.info("using the OpenTelemetry providers already configured (opentelemetry-instrument)")
+        logger.info(
+            "using the OpenTelemetry providers already set in this process (e.g. by opentelemetry-instrument)"
+        )
     else:
         resource = lantern_resource(service_name)
         # The provider reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_*_LIMIT; BatchSpanProcessor OTEL_BSP_*;
