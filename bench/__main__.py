@@ -36,7 +36,7 @@ class Sizes:
 # latencies are the flow's own, not a queue's.
 # The soak: seven minutes, 42 retry-budget windows, at soak.RATE; orders' heap settles in the
 # first 200 s or so (about 4,000 orders), so the last third (300-420 s) is past it.
-FULL = Sizes(20_000, 10.0, 25.0, 20.0, (2_000, 5_000, 10_000), 420.0, 60.0)
+FULL = Sizes(12_000, 10.0, 25.0, 20.0, (2_000, 5_000, 10_000), 420.0, 60.0)
 QUICK = Sizes(3_000, 4.0, 20.0, 5.0, (200, 500, 1_000), 40.0, 10.0)
 
 

@@ -51,22 +51,32 @@ LIBRARIES = (
     ("/asyncio/", "asyncio"),
 )
 
-# Stages, outermost first: (a function's file, its name or "" for any), the stage they start.
-STAGES = (
-    (("/lantern_runtime/storage/outbox.py", "_run"), "outbox relay: claim, mark sent, count"),
-    (("/lantern_runtime/messaging/publisher.py", ""), "confirmed publish"),
-    (("/bench/drain_worker.py", "on_tick_full"), "handler: transaction begin/commit"),
-    (("/bench/drain_worker.py", "relay"), "outbox relay: claim, mark sent, count"),
-    (("/lantern_runtime/storage/inbox.py", ""), "handler: inbox"),
-    (("/lantern_runtime/storage/outbox.py", "add_to_outbox"), "handler: outbox write"),
-)
-# Stages that take over from the one around them: a publish within the relay is the publish.
-NESTED = {
-    "outbox relay: claim, mark sent, count": {"confirmed publish"},
-    "handler: transaction begin/commit": {"handler: inbox", "handler: outbox write"},
-}
+RELAY = "outbox relay: claim, mark sent, count"
+PUBLISH = "confirmed publish (from the relay)"
+TRANSACTION = "handler: its transaction, begin and commit"
+INBOX = "handler: inbox"
+OUTBOX = "handler: outbox write"
+DISPATCH = "FastStream: dispatch, decode, middlewares, ack"
+WIRE = "AMQP frames and sockets (deliveries, acks, confirms), event loop"
+# SQLAlchemy runs a statement's synchronous part in a greenlet, whose stack does not show the
+# coroutine that asked for it: the inbox's, the outbox's and the relay's statements alike.
+GREENLET = "SQL in SQLAlchemy's greenlets (inbox, outbox and relay statements alike)"
 EXPORT = "tracing: SDK export threads"
-REST = "consuming: FastStream dispatch, decode, ack"
+# (a function's file, its name or "" for any) -> the stage a sample in it belongs to.
+STAGES = (
+    (("/lantern_runtime/storage/outbox.py", "_run"), RELAY),
+    (("/bench/drain_worker.py", "relay"), RELAY),
+    (("/lantern_runtime/messaging/publisher.py", ""), PUBLISH),
+    (("/faststream/rabbit/publisher/", ""), PUBLISH),
+    (("/aio_pika/exchange.py", "publish"), PUBLISH),
+    (("/bench/drain_worker.py", "on_tick_full"), TRANSACTION),
+    (("/lantern_runtime/storage/inbox.py", ""), INBOX),
+    (("/lantern_runtime/storage/outbox.py", "add_to_outbox"), OUTBOX),
+)
+# A stage found deeper in the stack takes over from these ones around it.
+NESTED = {RELAY: {PUBLISH}, TRANSACTION: {INBOX, OUTBOX}}
+# Samples in the event loop's wait for the sockets: the process was idle, not spending CPU.
+IDLE = ("/selectors.py", "select")
 
 
 def _frames(stack: str) -> list[tuple[str, str]]:
@@ -86,40 +96,93 @@ def library(frames: list[tuple[str, str]]) -> str:
     return "other (stdlib, interpreter)"
 
 
+# What made the tracing work a sample was in, outermost first.
+ORIGINS = (
+    (
+        "/opentelemetry/instrumentation/sqlalchemy/",
+        "SQLAlchemy instrumentation: statement and connect spans",
+    ),
+    (
+        "/lantern_runtime/messaging/tracing.py",
+        "Lantern's messaging middleware: spans, metrics",
+    ),
+    ("/opentelemetry/sdk/metrics/", "metrics recorded elsewhere"),
+)
+
+
+def tracing_origin(frames: list[tuple[str, str]]) -> str | None:
+    """Where a sample of tracing work came from; None if it is not tracing."""
+    if stage(frames) == EXPORT:
+        return "SDK export threads: batching, OTLP encoding, HTTP"
+    if not library(frames).startswith("tracing"):
+        return None
+    for marker, label in ORIGINS:
+        if any(marker in path for _name, path in frames):
+            return label
+    return "other (context, propagation, span API)"
+
+
 def stage(frames: list[tuple[str, str]]) -> str:
-    if any("/threading.py" in path for _name, path in frames[:3]) and any(
-        "/opentelemetry/" in path for _name, path in frames
-    ):
+    roots = {path for _name, path in frames[:3]}
+    if any("/threading.py" in path for path in roots) and any("/opentelemetry/" in p for _n, p in frames):
         return EXPORT
-    found = REST
+    in_loop = any("runpy" in path or "/bench/" in path for path in roots)
+    if not in_loop and any("/sqlalchemy/" in path for _name, path in frames):
+        return GREENLET
+    found = ""
     for name, path in frames:
         for (file, function), label in STAGES:
             here = file in path and (not function or name.endswith(function))
-            if here and (found == REST or label in NESTED.get(found, ())):
+            if here and (not found or label in NESTED.get(found, ())):
                 found = label
-    return found
+    if found:
+        return found
+    return DISPATCH if any("/faststream/" in path for _name, path in frames) else WIRE
 
 
-def analyse(raw: Path) -> tuple[Counter[tuple[str, str]], int]:
-    """Samples by (stage, library), and their total."""
-    counts: Counter[tuple[str, str]] = Counter()
+Counts = Counter[tuple[str, str, str]]
+COLUMNS = ("stage", "library", "tracing by origin")
+
+
+def analyse(raw: Path) -> tuple[Counts, int]:
+    """Samples by (stage, library, tracing origin or ""), and their total; idle ones left out."""
+    counts: Counts = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         frames = _frames(stack)
-        counts[stage(frames), library(frames)] += int(count)
+        if frames[-1][0].endswith(IDLE[1]) and IDLE[0] in frames[-1][1]:
+            continue
+        counts[stage(frames), library(frames), tracing_origin(frames) or ""] += int(count)
     return counts, sum(counts.values())
 
 
-def table(counts: Counter[tuple[str, str]], total: int, us_per_msg: float, by: int) -> list[str]:
+def table(counts: Counts, total: int, us_per_msg: float, by: int) -> list[str]:
+    """One row per stage, library or tracing origin (`by`, an index of COLUMNS): CPU per message,
+    share, and of it tracing's."""
     rows: Counter[str] = Counter()
+    tracing: Counter[str] = Counter()
     for key, n in counts.items():
+        if not key[by]:
+            continue
         rows[key[by]] += n
-    lines = [f"| {'stage' if by == 0 else 'library'} | us/msg | share |", "|---|---:|---:|"]
+        if key[2]:
+            tracing[key[by]] += n
+    lines = [f"| {COLUMNS[by]} | us/msg | share | of it tracing, us/msg |", "|---|---:|---:|---:|"]
     for name, n in rows.most_common():
-        lines.append(f"| {name} | {us_per_msg * n / total:,.0f} | {n / total:.0%} |")
+        cost, traced = us_per_msg * n / total, us_per_msg * tracing[name] / total
+        lines.append(f"| {name} | {cost:,.0f} | {n / total:.0%} | {traced:,.0f} |")
     return lines
+
+
+def report(name: str, raw: Path, us_per_msg: float) -> str:
+    counts, total = analyse(raw)
+    tracing = sum(n for key, n in counts.items() if key[2])
+    parts = [f"## {name}: {us_per_msg:,.0f} us CPU per message, {total:,} samples at {RATE}/s"]
+    parts += ["\n".join(table(counts, total, us_per_msg, by)) for by in range(3) if by < 2 or tracing]
+    parts.append(f"tracing in all: {us_per_msg * tracing / total:,.0f} us/msg ({tracing / total:.0%})")
+    return "\n\n".join(parts) + "\n"
 
 
 def profile(variant: str, messages: int, out: Path) -> dict[str, float]:
@@ -160,22 +223,27 @@ def profile(variant: str, messages: int, out: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.cpu_profile", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cpu_profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--variant", action="append", help="default: lantern-full+traced and aio-pika-full")
     parser.add_argument("--messages", type=int, default=5_000)
     # py-spy's raw stacks, for flamegraph.pl or speedscope; not results to keep in the repository.
     default_out = Path(tempfile.gettempdir()) / "lantern-bench-profile"
     parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument(
+        "--analyse", nargs=2, metavar=("RAW", "US_PER_MSG"), help="split stacks recorded before, no new run"
+    )
     args = parser.parse_args(argv)
+    if args.analyse:
+        raw, us = args.analyse
+        print(report(Path(raw).stem, Path(raw), float(us)))
+        return 0
     for variant in args.variant or ["lantern-full+traced", "aio-pika-full"]:
         sample = profile(variant, args.messages, args.out)
-        us = sample["cpu_us_per_msg"]
-        counts, total = analyse(args.out / f"{variant}.txt")
-        print(f"## {variant}: {us:,.0f} us CPU per message, {total:,} samples at {RATE}/s\n")
-        print("\n".join(table(counts, total, us, 0)) + "\n")
-        print("\n".join(table(counts, total, us, 1)) + "\n")
-        tracing = sum(n for (s, lib), n in counts.items() if s == EXPORT or lib.startswith("tracing"))
-        print(f"tracing in all: {us * tracing / total:,.0f} us/msg ({tracing / total:.0%})\n")
+        print(report(variant, args.out / f"{variant}.txt", sample["cpu_us_per_msg"]))
     return 0
 
 

@@ -13,7 +13,7 @@ from bench.sink import count_spans
 from lantern_runtime.messaging.topology import QueueSpec
 
 DRAIN_QUEUE = "bench.drain"
-FULL_PATH_MESSAGES = 5_000
+FULL_PATH_MESSAGES = 4_000
 DONE_QUEUE = QueueSpec("bench.done", ("bench.ticked",))
 # A sampled W3C parent, as a traced producer would have sent it.
 TRACEPARENT = "00-5c4f5847cd8d1518bf8d79d7ac795202-1a2b3c4d5e6f7081-01"
