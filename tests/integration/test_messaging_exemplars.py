@@ -93,11 +93,6 @@ async def test_a_message_in_a_sampled_trace_leaves_its_trace_id_on_the_messaging
     assert {trace_id for trace_id, _ in ids(taken["messaging.process.duration"])} == {trace_id}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MessagingTelemetry records messaging.process.duration after the process span has "
-    "ended, so the exemplar names the producer's span (the context the message carried)",
-)
 async def test_the_process_duration_exemplar_names_the_consumer_span(
     running: StartBroker,  # noqa: F811 - the fixture
     spans: InMemorySpanExporter,

@@ -201,8 +201,10 @@ class _Middleware(BaseMiddleware[Any]):
                     measured[ERROR_TYPE] = type(error).__qualname__
                     span.set_attribute(ERROR_TYPE, measured[ERROR_TYPE])
                     raise
+                finally:
+                    # While the span is current, so the histogram's exemplar names it.
+                    t.process_duration.record(perf_counter() - started, measured)
         finally:
-            t.process_duration.record(perf_counter() - started, measured)
             _outcome.reset(outcome)
             context.detach(token)
 
