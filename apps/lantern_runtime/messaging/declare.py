@@ -3,6 +3,10 @@
     python -m lantern_runtime.messaging.declare orders              # AMQP_URL: the admin's
     python -m lantern_runtime.messaging.declare orders --wait 300   # first wait for the broker
 
+With QUORUM_INITIAL_GROUP_SIZE (or --quorum-initial-group-size) set, each quorum queue is
+created with that many replicas (x-quorum-initial-group-size; RabbitMQ places them on as many
+nodes as the cluster has, at most). Unset: RabbitMQ's own default.
+
 Every exchange, queue and binding of the topology (order_flow.topology's ORDER_FLOW unless
 --topology names another `module:ATTRIBUTE`), declared with a user that may configure them: the
 broker's admin. The services' own users may not (lantern_runtime.messaging.permissions); they
@@ -23,11 +27,12 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
 import aio_pika
-from aiormq.exceptions import ChannelClosed, ChannelNotFoundEntity
+from aiormq.exceptions import ChannelClosed, ChannelNotFoundEntity, ChannelPreconditionFailed
 from tenacity import AsyncRetrying, RetryError, retry_if_not_exception_type, stop_after_delay
 from tenacity import wait_random_exponential as jitter
 
@@ -50,18 +55,27 @@ logger = logging.getLogger("lantern_runtime.messaging.declare")
 
 BROKER_UNREACHABLE = 3
 DEFAULT_TOPOLOGY = "order_flow.topology:ORDER_FLOW"
+GROUP_SIZE = "x-quorum-initial-group-size"
+# RabbitMQ's refusal of a redeclaration with another group size names the one the queue has.
+_EXISTING_GROUP_SIZE = re.compile(
+    rf"inequivalent arg '{GROUP_SIZE}' .* current is (?:none|(?:the value )?'(?P<size>[0-9]+)')"
+)
 
 
-async def declare_topology(amqp_url: str, topology: Topology) -> None:
-    """Declare every exchange, queue and binding of `topology` (idempotent)."""
+async def declare_topology(
+    amqp_url: str, topology: Topology, *, quorum_group_size: int | None = None
+) -> None:
+    """Declare every exchange, queue and binding of `topology` (idempotent), each quorum queue
+    with `quorum_group_size` replicas when it is created (None: RabbitMQ's default)."""
     connection = await aio_pika.connect(amqp_url, timeout=10)
     try:
-        await _declare(await connection.channel(), topology)
+        await _declare(connection, topology, quorum_group_size)
     finally:
         await connection.close()
 
 
-async def _declare(channel: AbstractChannel, topology: Topology) -> None:
+async def _declare(connection: AbstractConnection, topology: Topology, group_size: int | None) -> None:
+    channel = await connection.channel()
     exchanges = {
         exchange.name: await channel.declare_exchange(
             exchange.name, aio_pika.ExchangeType(exchange.type.value), durable=exchange.durable
@@ -72,10 +86,10 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
     dead_letters = exchanges[DEAD_LETTER_EXCHANGE.name]
     redeliveries = exchanges[REDELIVERIES_EXCHANGE.name]
     for spec in topology.queues:
-        work = await _declare_queue(channel, spec.work_queue())
+        work = await _declare_quorum_queue(connection, spec.work_queue(), group_size)
         for routing_key in spec.routing_keys:
             await work.bind(events, routing_key=routing_key)
-        retry = await _declare_queue(channel, spec.retry_queue())
+        retry = await _declare_quorum_queue(connection, spec.retry_queue(), group_size)
         await retry.bind(redeliveries, routing_key=spec.retry_name)
         dead = await _declare_queue(channel, spec.dead_queue())
         # RabbitMQ's own dead letters (delivery limit) come by lantern.dead-letters, a
@@ -86,6 +100,37 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
 
 async def _declare_queue(channel: AbstractChannel, queue: RabbitQueue) -> aio_pika.abc.AbstractQueue:
     return await channel.declare_queue(queue.name, durable=queue.durable, arguments=queue.arguments)
+
+
+async def _declare_quorum_queue(
+    connection: AbstractConnection, queue: RabbitQueue, group_size: int | None
+) -> aio_pika.abc.AbstractQueue:
+    """RabbitMQ compares a redeclared queue's group size with the one it was created with, but
+    uses it only at creation: a queue that exists keeps its own (a broker grown from one node to
+    three, or a group size changed since), and every other argument is still compared."""
+    arguments = dict(queue.arguments or {})
+    if group_size is not None:
+        arguments[GROUP_SIZE] = group_size
+    # A channel of its own: a refusal closes the channel it happens on.
+    channel = await connection.channel()
+    try:
+        return await channel.declare_queue(queue.name, durable=queue.durable, arguments=arguments)
+    except ChannelPreconditionFailed as error:
+        found = _EXISTING_GROUP_SIZE.search(str(error))
+        if found is None:
+            raise
+    existing = found["size"]
+    if existing is None:
+        del arguments[GROUP_SIZE]
+    else:
+        arguments[GROUP_SIZE] = int(existing)
+    logger.warning(
+        f"queue {queue.name} exists with {GROUP_SIZE} {existing or 'unset'}, not {group_size or 'unset'}: "
+        "it applies when a queue is created, so this one keeps its replicas (add some with "
+        "rabbitmq-queues grow, or let continuous membership reconciliation do it)"
+    )
+    channel = await connection.channel()
+    return await channel.declare_queue(queue.name, durable=queue.durable, arguments=arguments)
 
 
 async def check_topology(connection: AbstractConnection, topology: Topology) -> None:
@@ -133,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--amqp-url", help="default: AMQP_URL (a user that may configure the topology)")
     parser.add_argument(
+        "--quorum-initial-group-size",
+        type=_group_size,
+        default=os.environ.get("QUORUM_INITIAL_GROUP_SIZE") or None,
+        help="replicas of each quorum queue created (default: QUORUM_INITIAL_GROUP_SIZE, else RabbitMQ's)",
+    )
+    parser.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -141,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(amqp_url: str, topology: Topology, wait: float, component: str) -> int:
+def _group_size(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a replica count: a whole number, 1 or more")
+    return int(text)
+
+
+async def _run(amqp_url: str, topology: Topology, wait: float, component: str, group_size: int | None) -> int:
     # Here, not at the top: lantern_runtime.startup imports this package.
     from lantern_runtime.messaging.broker import redacted_url
     from lantern_runtime.startup import explain, log_waits
@@ -158,7 +215,7 @@ async def _run(amqp_url: str, topology: Topology, wait: float, component: str) -
     try:
         async for attempt in retrying:
             with attempt:
-                await declare_topology(amqp_url, topology)
+                await declare_topology(amqp_url, topology, quorum_group_size=group_size)
     except RetryError as error:
         last = error.last_attempt.exception()
         reason = explain(last, amqp_url) if last is not None else "no answer"
@@ -188,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImportError, LookupError) as error:
         logger.error(f"no topology {arguments.topology!r}: {error}")
         return 2
-    return asyncio.run(_run(amqp_url, topology, arguments.wait, arguments.component))
+    group_size = arguments.quorum_initial_group_size
+    return asyncio.run(_run(amqp_url, topology, arguments.wait, arguments.component, group_size))
 
 
 if __name__ == "__main__":
