@@ -1,5 +1,6 @@
-"""POST /authorizations (idempotent by key, with injected faults) and GET /authorizations (one
-order's, at most `limit`)."""
+"""POST /authorizations (idempotent by key, with injected faults), GET /authorizations (one
+order's, at most `limit`) and GET /authorizations/requests (every call received about one
+order, as it arrived)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bank.ledger import KeyReused
 from lantern_runtime.listing import DEFAULT_LIMIT, Limit, OrderId
 
 if TYPE_CHECKING:
-    from bank.ledger import Ledger
+    from bank.ledger import Ledger, RequestLog
     from bank.settings import BankSettings
 
 
@@ -45,7 +46,7 @@ async def inject_faults(settings: BankSettings) -> None:
         )
 
 
-def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
+def bank_router(ledger: Ledger, settings: BankSettings, received: RequestLog) -> APIRouter:
     router = APIRouter(tags=["authorizations"])
 
     @router.post("/authorizations", status_code=status.HTTP_201_CREATED)
@@ -54,6 +55,7 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
         response: Response,
         idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)],
     ) -> dict[str, Any]:
+        received.record("authorize", idempotency_key, request.order_id, request.amount)
         await inject_faults(settings)
         try:
             record, created = ledger.authorize(idempotency_key, request.order_id, request.amount)
@@ -68,6 +70,7 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
         request: VoidRequest,
         idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1)],
     ) -> dict[str, Any]:
+        received.record("void", idempotency_key, request.order_id)
         await inject_faults(settings)
         try:
             return ledger.void(idempotency_key, request.order_id).as_json()
@@ -77,5 +80,10 @@ def bank_router(ledger: Ledger, settings: BankSettings) -> APIRouter:
     @router.get("/authorizations")
     async def list_authorizations(order_id: OrderId, limit: Limit = DEFAULT_LIMIT) -> list[dict[str, Any]]:
         return [record.as_json() for record in ledger.for_order(order_id, limit=limit)]
+
+    @router.get("/authorizations/requests")
+    async def list_requests(order_id: OrderId, limit: Limit = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+        """Every authorize and void call received about one order, resends included."""
+        return [request.as_json() for request in received.for_order(order_id, limit=limit)]
 
     return router

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bank.api import bank_router
-from bank.ledger import Ledger
+from bank.ledger import Ledger, RequestLog
 from bank.settings import BankSettings
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
@@ -27,7 +27,7 @@ def create_app(settings: BankSettings, telemetry: Telemetry) -> tuple[FastAPI, R
         subject_secret=settings.gateway_subject_secret,
         readiness=readiness,
         telemetry=telemetry,
-        routers=[bank_router(ledger, settings)],
+        routers=[bank_router(ledger, settings, RequestLog(settings.bank_ledger_size))],
         description="Simulates a payment provider, with injectable latency and failures.",
     )
     return app, readiness

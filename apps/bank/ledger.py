@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,3 +102,37 @@ class Ledger:
     def for_order(self, order_id: str, *, limit: int) -> list[AuthorizationRecord]:
         """The first `limit` records of `order_id`, oldest first."""
         return list(islice((r for r in self._by_key.values() if r.order_id == order_id), limit))
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One authorize or void call as it arrived, before any fault or idempotency applied."""
+
+    kind: str
+    idempotency_key: str
+    order_id: str
+    amount: Decimal | None
+    received_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "amount": None if self.amount is None else str(self.amount),
+            "received_at": self.received_at.isoformat(),
+        }
+
+
+class RequestLog:
+    """Every call the simulator received, the latest `max_requests` of them: what the ledger's
+    one-record-per-key hides (a resend, or the same payment asked for twice under one key)
+    stays countable here, as a provider's dashboard shows each API request."""
+
+    def __init__(self, max_requests: int = 100_000) -> None:
+        self._requests: deque[ReceivedRequest] = deque(maxlen=max_requests)
+
+    def record(self, kind: str, key: str, order_id: str, amount: Decimal | None = None) -> None:
+        self._requests.append(ReceivedRequest(kind, key, order_id, amount, datetime.now(UTC)))
+
+    def for_order(self, order_id: str, *, limit: int) -> list[ReceivedRequest]:
+        """The first `limit` requests about `order_id`, oldest first."""
+        return list(islice((r for r in self._requests if r.order_id == order_id), limit))
