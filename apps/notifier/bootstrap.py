@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from lantern_runtime.app import service_app
 from lantern_runtime.health import Readiness
@@ -32,12 +33,16 @@ DESCRIPTION = "Notifies customers of their orders' outcomes."
 def create_app(settings: NotifierSettings, telemetry: Telemetry) -> tuple[FastAPI, Readiness]:
     engine = create_engine(settings.database_url)
     broker = build_broker(settings, SERVICE_NAME)
-    webhook = (
-        UpstreamClient("webhook", settings.notifier_webhook_url, settings.webhook_upstream)
-        if settings.notifier_webhook_url
-        else None
-    )
-    sender = NotificationSender(engine, webhook)
+    webhook: UpstreamClient | None = None
+    path = ""
+    if settings.notifier_webhook_url:
+        url = urlsplit(settings.notifier_webhook_url)
+        origin, path = (
+            urlunsplit((url.scheme, url.netloc, "", "", "")),
+            urlunsplit(("", "", url.path, url.query, "")),
+        )
+        webhook = UpstreamClient("webhook", origin, settings.webhook_upstream)
+    sender = NotificationSender(engine, webhook, path)
     subscribe_order_outcomes(broker, settings, notifications=sender)
     messaging = _messaging_app(broker)
     parts = EventDrivenService(

@@ -45,11 +45,14 @@ class Notifications(ABC):
 
 
 class NotificationSender(Notifications):
-    """POSTs each notification to the webhook when one is set, and records it."""
+    """POSTs each notification to the webhook when one is set, and records it. `webhook`'s base
+    URL is the webhook's origin and `path` the rest of its URL: httpx joins a request's URL to a
+    base URL as to a directory, so an empty one would POST to the path with a slash added."""
 
-    def __init__(self, engine: AsyncEngine, webhook: UpstreamClient | None) -> None:
+    def __init__(self, engine: AsyncEngine, webhook: UpstreamClient | None, path: str = "") -> None:
         self._engine = engine
         self._webhook = webhook
+        self._path = path
 
     async def send(self, *, message_id: str, order_id: str, customer_id: str, kind: str, text: str) -> bool:
         """Returns False when this message was sent before."""
@@ -89,11 +92,12 @@ class NotificationSender(Notifications):
         try:
             # The message id as idempotency key lets the receiver drop a resend.
             response = await self._webhook.request(
-                "POST", "", json=payload, headers={"Idempotency-Key": message_id}
+                "POST", self._path, json=payload, headers={"Idempotency-Key": message_id}
             )
         except UpstreamError as error:
             raise WebhookFailed(str(error)) from error
-        if response.status_code >= 400:
+        # Only a 2xx took it: a redirect followed by nobody delivered nothing.
+        if not response.is_success:
             raise WebhookFailed(f"webhook answered {response.status_code}")
 
     async def for_order(self, order_id: str, *, limit: int) -> list[dict[str, Any]]:
