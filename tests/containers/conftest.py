@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from tests.containers.images import (
+    INFRA_SUITE,
     base_image,
     base_image_ref,
     build_infra_image,
     build_lantern_image,
     image_exists,
     image_size_mb,
+    infra_versions,
 )
 from tests.containers.platform import Platform
 from tests.containers.pods import Render
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 IMAGE_SIZES: dict[str, float] = {}
+# What the RabbitMQ and PostgreSQL stand-ins ran, as their own tools say it.
+INFRA_VERSIONS: dict[str, str] = {}
 # The dev loop's figures (tests/containers/test_dev_loop.py), printed at the end of the run.
 DEV_LOOP: dict[str, str] = {}
 
@@ -74,8 +78,9 @@ def kind_render() -> Render:
 def images(engine: None, kind_render: Render) -> dict[str, str]:
     """Builds what the render runs: the one Lantern image (tagged as the chart names it), which
     every service runs, and the RabbitMQ and PostgreSQL stand-ins. Returns the image by workload."""
-    if not image_exists(base_image_ref()) and shutil.which("debootstrap") is None:
-        require("no debootstrap to build the base image with (apt-get install debootstrap)")
+    bases = (base_image_ref(), base_image_ref(INFRA_SUITE))
+    if not all(map(image_exists, bases)) and shutil.which("debootstrap") is None:
+        require("no debootstrap to build the base images with (apt-get install debootstrap)")
     base = base_image()
     services: dict[str, str] = {}
     for deployment in kind_render.of_kind("Deployment"):
@@ -85,7 +90,9 @@ def images(engine: None, kind_render: Render) -> dict[str, str]:
                 build_lantern_image(base, ref)
                 IMAGE_SIZES[ref] = image_size_mb(ref)
             services[deployment["metadata"]["name"]] = ref
-    services["infra"] = build_infra_image(base)
+    services["infra"] = build_infra_image(base_image(INFRA_SUITE))
+    if not INFRA_VERSIONS:
+        INFRA_VERSIONS.update(infra_versions(services["infra"]))
     return services
 
 
@@ -108,5 +115,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if IMAGE_SIZES:
         sizes = ", ".join(f"{ref} {mb:.0f} MB" for ref, mb in sorted(IMAGE_SIZES.items()))
         terminalreporter.write_line(f"container tier: image sizes: {sizes}")
+    if INFRA_VERSIONS:
+        versions = f"RabbitMQ {INFRA_VERSIONS['rabbitmq']}, {INFRA_VERSIONS['postgres']}"
+        terminalreporter.write_line(f"container tier: ran on {versions}")
     for figure in DEV_LOOP.values():
         terminalreporter.write_line(f"container tier: dev loop: {figure}")

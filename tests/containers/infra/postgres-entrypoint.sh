@@ -2,7 +2,8 @@
 # PostgreSQL as the official image starts it: on an empty PGDATA, initdb with POSTGRES_USER and
 # POSTGRES_PASSWORD, then the init scripts against a server on the socket only, then serve.
 set -eu
-bin=/usr/lib/postgresql/15/bin
+# The one major the image installs (its bin directory is on PATH, as in the official image).
+bin=$(dirname "$(command -v postgres)")
 : "${PGDATA:=/var/lib/postgresql/data}"
 export PGHOST=/var/run/postgresql
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
