@@ -22,6 +22,7 @@ from tests.deploy.deploy_support import (
     template_args,
     values_args,
 )
+from tests.deploy.keda_schemas import KEDA_SCHEMAS
 from tests.deploy.monitoring_schemas import MONITORING_SCHEMAS
 
 pytestmark = pytest.mark.deploy
@@ -174,6 +175,10 @@ def test_every_object_is_valid_kubernetes(render: Render) -> None:
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             assert obj["apiVersion"] == "monitoring.coreos.com/v1", name
             jsonschema.validate(obj["spec"], MONITORING_SCHEMAS[obj["kind"]])
+            continue
+        if obj["apiVersion"].startswith("keda.sh/"):
+            assert obj["apiVersion"] == "keda.sh/v1alpha1", name
+            jsonschema.validate(obj["spec"], KEDA_SCHEMAS[obj["kind"]])
             continue
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)

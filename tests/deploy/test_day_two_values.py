@@ -34,7 +34,14 @@ def render(helm: Helm, *args: str) -> list[dict[str, Any]]:
     objects = [o for o in yaml.safe_load_all(helm(*template_args(*args)).stdout) if o]
     for obj in objects:
         # Kinds kubernetes-validate does not carry; test_chart_render checks their structure.
-        if obj["kind"] not in {"Gateway", "HTTPRoute", "ServiceMonitor", "PrometheusRule"}:
+        if obj["kind"] not in {
+            "Gateway",
+            "HTTPRoute",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "ScaledObject",
+            "TriggerAuthentication",
+        }:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     return objects
 

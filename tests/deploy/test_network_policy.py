@@ -62,7 +62,11 @@ def _peers(peer_list: list[dict[str, Any]] | None, pods: dict[str, dict[str, str
 def _ports(port_list: list[dict[str, Any]] | None) -> set[tuple[int | str, str]]:
     if not port_list:
         return {("*", "*")}
-    return {(p["port"], p.get("protocol", "TCP")) for p in port_list}
+    # A range (endPort) is one token, "35672-35682".
+    return {
+        (f"{p['port']}-{p['endPort']}" if "endPort" in p else p["port"], p.get("protocol", "TCP"))
+        for p in port_list
+    }
 
 
 def allowed_flows(render: Render) -> set[Flow]:
@@ -115,6 +119,19 @@ def expected_flows(render: Render) -> set[Flow]:
     for app in SERVICES:
         tcp(app, "otel-collector", 4317, 4318)
     tcp("otel-collector", "jaeger", 4317, 4318)
+    # A RabbitMQ cluster's nodes: epmd, distribution and the CLI tools' range, among themselves.
+    rabbitmq = values["rabbitmq"]
+    if rabbitmq["enabled"] and rabbitmq["replicas"] > 1:
+        flows.update(("rabbitmq", "rabbitmq", port, "TCP") for port in (4369, 25672, "35672-35682"))
+        # Peer discovery before RabbitMQ 4.1 reads the headless Service's endpoints from the API.
+        if tuple(map(int, rabbitmq["image"]["tag"].split("-")[0].split(".")[:2])) < (4, 1):
+            for cidr in values["networkPolicy"]["kubeAPIServer"]["cidrs"]:
+                tcp("rabbitmq", f"cidr:{cidr}", *values["networkPolicy"]["kubeAPIServer"]["ports"])
+    keda = [
+        app for app in SERVICES if values["components"][app]["autoscaling"].get("keda", {}).get("enabled")
+    ]
+    if keda and rabbitmq["enabled"]:
+        tcp(f"ns:{values['keda']['operatorNamespace']}", "rabbitmq", 5672)
     tcp("smoke-test", "gateway", 8080)
     tcp("smoke-test", "jaeger", 16686)
     api_server = values["networkPolicy"]["kubeAPIServer"]

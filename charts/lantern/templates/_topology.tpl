@@ -19,6 +19,12 @@ Call with (dict "root" $ "name" "orders" "component" $c).
   env:
     - name: AMQP_URL
       valueFrom: {secretKeyRef: {name: {{ $admin.name }}, key: {{ $admin.key }}}}
+    {{- $cluster := include "lantern.rabbitmqCluster" .root | fromJson }}
+    {{- if $cluster.groupSize }}
+    # Replicas of each quorum queue created (rabbitmq.quorumInitialGroupSize).
+    - name: QUORUM_INITIAL_GROUP_SIZE
+      value: {{ int $cluster.groupSize | toString | quote }}
+    {{- end }}
   resources:
     {{- toYaml .component.resources | nindent 4 }}
   securityContext:
