@@ -126,15 +126,20 @@ def outcome_problems(posts_by_order: Mapping[str, list[Received]], statuses: Map
         posts = posts_by_order.get(order_id, [])
         keys = Counter(post.key for post in posts)
         kinds = {str(post.body.get("kind")) for post in posts}
-        bodies = {json.dumps(post.body, sort_keys=True) for post in posts}
+        bodies_by_key: dict[str | None, set[str]] = defaultdict(set)
+        for post in posts:
+            bodies_by_key[post.key].add(json.dumps(post.body, sort_keys=True))
         if not posts:
             problems.append(f"{order_id} ({status}): never notified")
         elif len(keys) != 1 or None in keys:
             problems.append(f"{order_id} ({status}): notified under {len(keys)} keys {dict(keys)}")
         if posts and kinds != {OUTCOME_KIND.get(status)}:
             problems.append(f"{order_id} ({status}): notified {sorted(kinds)}")
-        if len(bodies) > 1:
-            problems.append(f"{order_id}: resent with another body: {sorted(bodies)}")
+        for key, bodies in bodies_by_key.items():
+            if len(bodies) > 1:
+                problems.append(
+                    f"{order_id} ({status}): resent under {key} with another body: {sorted(bodies)}"
+                )
     strangers = sorted(set(posts_by_order) - set(statuses))
     if strangers:
         problems.append(f"notified of orders not placed here: {strangers[:10]}")

@@ -1,4 +1,8 @@
-"""Fault tests: the platform as real processes on the real broker, with failures injected."""
+"""Fault tests: the platform as real processes on the real broker, with failures injected.
+
+Each stack's services keep their state in PostgreSQL, a fresh database per service, as the
+chart deploys them (on SQLite the outbox relay's `FOR UPDATE SKIP LOCKED` does nothing); what
+they notify goes to a webhook receiver of the tests' own, which dedups nothing."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -13,8 +18,10 @@ import pytest
 
 from devstack.loopback import free_port
 from devstack.rabbitmq import fresh_vhost
-from devstack.stack import DEFAULT_PORTS, Stack
+from devstack.stack import DEFAULT_PORTS, WITH_DATABASE, Stack
 from lantern_runtime.subject import SignedSubject
+from tests.conftest import fresh_database
+from tests.webhook_receiver import WebhookReceiver, outcome_problems, wait_for_outcomes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -40,34 +47,46 @@ FAST_RECOVERY = {
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Starts the platform with extra env per service; stops it after the test."""
-    stacks: list[Stack] = []
-    vhosts = []
+def webhook() -> Iterator[WebhookReceiver]:
+    """The endpoint notifier POSTs to in the platform below; it records every POST."""
+    with WebhookReceiver().serving() as receiver:
+        yield receiver
 
-    def start(**service_env: dict[str, str]) -> Stack:
-        vhost = fresh_vhost()
-        amqp_url = vhost.__enter__()
-        vhosts.append(vhost)
+
+@pytest.fixture
+def platform(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[Callable[..., Stack]]:
+    """Starts the platform with extra env per service, each service with a database of its own
+    in PostgreSQL (`storage="sqlite"`: the dev stack's files, as `make run`), on a fresh vhost of
+    the machine's RabbitMQ (or at `amqp_url`, whose broker users the caller owns); stops it and
+    drops its databases after the test."""
+    cleanup = ExitStack()
+
+    def start(
+        *, amqp_url: str | None = None, storage: str = "postgres", **service_env: dict[str, str]
+    ) -> Stack:
+        env = {service: dict(values) for service, values in service_env.items()}
+        env.setdefault("notifier", {}).setdefault("NOTIFIER_WEBHOOK_URL", webhook.url)
+        if storage == "postgres":
+            for service in WITH_DATABASE:
+                env.setdefault(service, {})["DATABASE_URL"] = cleanup.enter_context(fresh_database())
         stack = Stack(
-            tmp_path / "platform",
+            tmp_path / f"platform-{uuid.uuid4().hex[:6]}",
             ports={service: free_port() for service in DEFAULT_PORTS},
-            amqp_url=amqp_url,
+            amqp_url=amqp_url or cleanup.enter_context(fresh_vhost()),
             sink_port=free_port(),
             extra_env=FAST_RECOVERY,
-            service_env=service_env,
+            service_env=env,
             subject_secret=SUBJECT_SECRET,
+            broker_users=amqp_url is None,
         )
-        stacks.append(stack)
+        # Stopped before its databases and vhost go (the ExitStack unwinds last in, first out).
+        cleanup.callback(stack.stop)
         stack.start()
         stack.wait_ready(timeout=60)
         return stack
 
-    yield start
-    for stack in stacks:
-        stack.stop()
-    for vhost in vhosts:
-        vhost.__exit__(None, None, None)
+    with cleanup:
+        yield start
 
 
 def as_customer() -> SignedSubject:
@@ -180,17 +199,58 @@ def _listed(client: httpx.Client, path: str, order_id: str) -> list[dict[str, An
     return records
 
 
-def assert_settled_once(stack: Stack, statuses: dict[str, str]) -> None:
-    """Every order final; each confirmed one authorized exactly once at bank and not voided;
-    no cancelled one left with a live authorization; one notification each."""
-    assert {s for s in statuses.values()} <= FINAL, Counter(statuses.values())
-    authorizations = authorizations_by_order(stack.url("bank"), statuses)
+def bank_requests_by_order(bank_url: str, order_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every authorize and void call bank received about each order, resends included."""
+    with httpx.Client(base_url=bank_url, timeout=10) as client:
+        return {order_id: _listed(client, "/authorizations/requests", order_id) for order_id in order_ids}
+
+
+def bank_problems(
+    statuses: dict[str, str],
+    authorizations: dict[str, list[str]],
+    requests: dict[str, list[dict[str, Any]]],
+) -> list[str]:
+    """What is wrong at the bank for orders in their final `statuses`: a confirmed order without
+    exactly one live authorization, a cancelled one with a live one, or an order asked for
+    under two keys or two amounts (a second payment, not a resend), counted over every call the
+    bank received, which its ledger's one record per key does not show."""
+    problems = []
     for order_id, status in statuses.items():
         records = authorizations.get(order_id, [])
-        if status == "confirmed":
-            assert records == ["approved"], (order_id, records)
-        else:
-            assert "approved" not in records, (order_id, records)
+        if status == "confirmed" and records != ["approved"]:
+            problems.append(f"{order_id} (confirmed): authorizations {records}")
+        if status != "confirmed" and "approved" in records:
+            problems.append(f"{order_id} ({status}): a live authorization {records}")
+        calls = requests.get(order_id, [])
+        for kind in ("authorize", "void"):
+            asked = [call for call in calls if call["kind"] == kind]
+            keys = Counter(call["idempotency_key"] for call in asked)
+            amounts = {call["amount"] for call in asked}
+            if len(keys) > 1 or len(amounts) > 1:
+                problems.append(f"{order_id} ({status}): {kind} under keys {dict(keys)}, amounts {amounts}")
+        if status == "confirmed" and not any(call["kind"] == "authorize" for call in calls):
+            problems.append(f"{order_id} (confirmed): bank never asked to authorize it")
+    return problems
+
+
+def resends(requests: dict[str, list[dict[str, Any]]]) -> Counter[int]:
+    """How many orders bank was asked to authorize once, twice, …: resends are allowed (under
+    the same key), and show the faults did reach the bank."""
+    return Counter(sum(call["kind"] == "authorize" for call in calls) for calls in requests.values())
+
+
+def assert_settled_once(
+    stack: Stack, statuses: dict[str, str], webhook: WebhookReceiver | None = None
+) -> None:
+    """Every order final; each confirmed one authorized exactly once at bank and not voided;
+    no cancelled one left with a live authorization; every call bank received about an order
+    under one key; one notification each in notifier's records and, with `webhook`, one outcome
+    per order at the receiver, the order's own, resent only under the same key."""
+    assert {s for s in statuses.values()} <= FINAL, Counter(statuses.values())
+    authorizations = authorizations_by_order(stack.url("bank"), statuses)
+    requests = bank_requests_by_order(stack.url("bank"), statuses)
+    problems = bank_problems(statuses, authorizations, requests)
+    assert not problems, f"{len(problems)} orders wrong at bank: {problems[:10]}"
     deadline = time.monotonic() + 15
     while True:
         notified = notifications_by_order(stack.url("notifier"), statuses)
@@ -198,3 +258,6 @@ def assert_settled_once(stack: Stack, statuses: dict[str, str]) -> None:
             break
         time.sleep(0.25)
     assert {o: notified[o] for o in statuses} == dict.fromkeys(statuses, 1)
+    if webhook is not None:
+        problems = outcome_problems(wait_for_outcomes(webhook, statuses), statuses)
+        assert not problems, f"{len(problems)} orders wrong at the webhook: {problems[:10]}"

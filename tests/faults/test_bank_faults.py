@@ -9,17 +9,26 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
+from tests.faults.conftest import (
+    assert_settled_once,
+    bank_requests_by_order,
+    place_orders,
+    resends,
+    wait_until_final,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from devstack.stack import Stack
+    from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
 
-def test_a_flaky_slow_bank_still_settles_every_order_exactly_once(platform: Callable[..., Stack]) -> None:
+def test_a_flaky_slow_bank_still_settles_every_order_exactly_once(
+    platform: Callable[..., Stack], webhook: WebhookReceiver
+) -> None:
     stack = platform(
         bank={
             "BANK_FAILURE_RATE": "0.3",
@@ -33,4 +42,7 @@ def test_a_flaky_slow_bank_still_settles_every_order_exactly_once(platform: Call
     assert len(order_ids) == 200
     statuses = wait_until_final(stack.url("orders"), order_ids)
     assert Counter(statuses.values())["confirmed"] >= 190, Counter(statuses.values())
-    assert_settled_once(stack, statuses)
+    assert_settled_once(stack, statuses, webhook)
+    # The injected failures reached the bank and were resent, each under its order's one key.
+    asked = resends(bank_requests_by_order(stack.url("bank"), order_ids))
+    assert max(asked) >= 2, asked

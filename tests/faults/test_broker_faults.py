@@ -1,11 +1,12 @@
-"""3. RabbitMQ restarted during a burst: every accepted order reaches a final state, and nothing
-   is lost on its way from a delay queue back to its work queue.
+"""3. RabbitMQ restarted during a burst, gracefully or killed with SIGKILL while deliveries are
+   unacked: every accepted order reaches a final state once, and nothing is lost on its way from
+   a delay queue back to its work queue. These run on a RabbitMQ node of the tests' own
+   (own_broker.py), never on the machine's shared one.
 4. A poison message lands in the dead-letter queue with its trace while others keep flowing."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -14,30 +15,54 @@ import aio_pika
 import httpx
 import pytest
 
+from devstack.rabbitmq import vhost_of
 from lantern_runtime.messaging import QueueSpec, Topology, declare_topology
 from lantern_runtime.messaging.consumer import ATTEMPT_HEADER, REASON_HEADER
 from order_flow.topology import PAYMENTS_QUEUE
-from tests.faults.conftest import assert_settled_once, place_orders, wait_until_final
+from tests.faults.conftest import (
+    assert_settled_once,
+    bank_requests_by_order,
+    place_orders,
+    resends,
+    wait_for,
+    wait_until_final,
+)
+from tests.faults.own_broker import OwnRabbitMQ, own_broker_unavailable, own_rabbitmq
 from tests.integration.conftest import drain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from devstack.stack import Stack
+    from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture(scope="module")
+def own_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRabbitMQ]:
+    unavailable = own_broker_unavailable()
+    if unavailable:
+        pytest.skip(f"a RabbitMQ node of the tests' own {unavailable}")
+    with own_rabbitmq(tmp_path_factory.mktemp("rabbitmq")) as node:
+        yield node
 
 
 @pytest.fixture
-def broker_restarts() -> Iterator[None]:
+def own_vhost(own_node: OwnRabbitMQ) -> Iterator[str]:
+    with own_node.vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def broker_restarts(own_node: OwnRabbitMQ) -> Iterator[None]:
     yield
-    # Whatever happened in the test, leave RabbitMQ running for the next one.
-    rabbitmqctl("start_app")
-    rabbitmqctl("await_startup")
+    # Whatever happened in the test, leave the node running for the next one.
+    if own_node.process is None or own_node.process.poll() is not None:
+        own_node.start()
+    else:
+        own_node.ctl("start_app")
+        own_node.ctl("await_startup")
 
 
 def ready(url: str) -> int:
@@ -48,9 +73,13 @@ def ready(url: str) -> int:
 
 
 def test_a_broker_restart_mid_burst_loses_no_accepted_order(
-    platform: Callable[..., Stack], broker_restarts: None
+    own_node: OwnRabbitMQ,
+    own_vhost: str,
+    broker_restarts: None,
+    platform: Callable[..., Stack],
+    webhook: WebhookReceiver,
 ) -> None:
-    stack = platform(bank={"BANK_LATENCY_MS": "5"})
+    stack = platform(amqp_url=own_vhost, bank={"BANK_LATENCY_MS": "5"})
     accepted: list[str] = []
     during_outage: list[str] = []
     first = threading.Thread(
@@ -58,19 +87,62 @@ def test_a_broker_restart_mid_burst_loses_no_accepted_order(
     )
     first.start()
     time.sleep(0.3)
-    rabbitmqctl("stop_app")
+    own_node.ctl("stop_app")
     first.join()
     # The outage shows in readiness, and orders still accepts: its outbox holds the events.
     assert ready(stack.url("orders")) == 503
     assert ready(stack.url("payments")) == 503
     during_outage.extend(asyncio.run(place_orders(stack.url("orders"), 20)))
     assert len(during_outage) == 20
-    rabbitmqctl("start_app")
-    rabbitmqctl("await_startup")
+    own_node.ctl("start_app")
+    own_node.ctl("await_startup")
     statuses = wait_until_final(stack.url("orders"), accepted + during_outage, timeout=120)
     assert set(statuses.values()) == {"confirmed"}
-    assert_settled_once(stack, statuses)
+    assert_settled_once(stack, statuses, webhook)
     assert ready(stack.url("orders")) == 200
+
+
+def settled(stack: Stack) -> int:
+    return stack.tail("payments", lines=100_000).count('"payment settled"')
+
+
+def test_a_broker_killed_with_sigkill_mid_burst_loses_no_order_and_applies_none_twice(
+    own_node: OwnRabbitMQ,
+    own_vhost: str,
+    broker_restarts: None,
+    platform: Callable[..., Stack],
+    webhook: WebhookReceiver,
+) -> None:
+    """No graceful stop: the node's VM dies with deliveries unacked and publishes unconfirmed,
+    its connections drop without a close, and it recovers from what it had written."""
+    stack = platform(amqp_url=own_vhost, bank={"BANK_LATENCY_MS": "30"})
+    accepted: list[str] = []
+    burst = threading.Thread(
+        target=lambda: asyncio.run(place_orders(stack.url("orders"), 200, concurrency=10, accepted=accepted))
+    )
+    burst.start()
+    assert wait_for(lambda: settled(stack) >= 20, timeout=30), stack.tail("payments")
+    in_flight = own_node.in_flight(vhost_of(own_vhost))
+    own_node.kill()
+    killed_with = (settled(stack), len(accepted))
+    burst.join()
+    print(f"SIGKILL with {in_flight} in flight, {killed_with[0]} of {killed_with[1]} accepted settled")
+    assert in_flight["unacked"] + in_flight["unconfirmed"] > 0, in_flight
+    assert killed_with[0] < len(accepted) == 200
+    assert wait_for(lambda: ready(stack.url("payments")) == 503, timeout=15)
+    # Taken while the broker is gone: the outbox keeps them until it is back.
+    during_outage = asyncio.run(place_orders(stack.url("orders"), 20))
+    assert len(during_outage) == 20
+
+    own_node.start()
+    statuses = wait_until_final(stack.url("orders"), accepted + during_outage, timeout=120)
+    assert set(statuses.values()) == {"confirmed"}, {
+        s: list(statuses.values()).count(s) for s in set(statuses.values())
+    }
+    assert_settled_once(stack, statuses, webhook)
+    # Reconnected by themselves.
+    assert wait_for(lambda: all(ready(stack.url(s)) == 200 for s in ("orders", "payments", "notifier")), 30)
+    print(f"authorize calls per order: {dict(resends(bank_requests_by_order(stack.url('bank'), statuses)))}")
 
 
 # Messages waiting in a delay queue across the restart, their delays spread from 0 to 6 s: some
@@ -158,17 +230,18 @@ async def collect(amqp_url: str, queue: str, wanted: set[str], timeout: float) -
 
 
 def test_a_broker_restart_loses_nothing_between_delay_queue_and_work_queue(
-    amqp_url: str, broker_restarts: None
+    own_node: OwnRabbitMQ, own_vhost: str, broker_restarts: None
 ) -> None:
     """At-least-once dead-lettering: a delay queue keeps each message until its work queue has
     confirmed it, across a restart and while the work queue is full; the transfer may repeat, so
     duplicates are allowed (the consumers' inboxes drop them), losses are not."""
+    amqp_url = own_vhost
     asyncio.run(declare(amqp_url, DELAYED, FULL))
     delayed, held = asyncio.run(put_in_delay_queues(amqp_url))
-    rabbitmqctl("stop_app")
+    own_node.ctl("stop_app")
     time.sleep(2)
-    rabbitmqctl("start_app")
-    rabbitmqctl("await_startup")
+    own_node.ctl("start_app")
+    own_node.ctl("await_startup")
     arrived = asyncio.run(collect(amqp_url, DELAYED.name, set(delayed), timeout=60))
     missing = sorted(set(delayed) - arrived, key=lambda i: int(i.split("-")[1]))
     assert not missing, f"{len(missing)} of {DELAYED_COUNT} delayed messages lost: {missing[:20]}"

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 def test_the_gateway_fails_fast_while_orders_is_down_and_recovers_by_itself(
     platform: Callable[..., Stack],
 ) -> None:
-    stack = platform()
+    # On the dev stack's SQLite files, as `make run`: nothing here depends on the storage.
+    stack = platform(storage="sqlite")
     with httpx.Client(base_url=stack.url("gateway"), headers=stack.auth_headers(), timeout=30) as gateway:
         assert gateway.get("/api/orders/none").status_code == 404  # orders answers
         stack.stop_service("orders")
@@ -43,7 +44,9 @@ def test_the_gateway_fails_fast_while_orders_is_down_and_recovers_by_itself(
 
 
 def test_the_gateway_answers_504_when_orders_hangs(platform: Callable[..., Stack]) -> None:
-    stack = platform(gateway={"ORDERS_UPSTREAM__TIMEOUT": "0.5", "ORDERS_UPSTREAM__MAX_ELAPSED": "1.5"})
+    stack = platform(
+        storage="sqlite", gateway={"ORDERS_UPSTREAM__TIMEOUT": "0.5", "ORDERS_UPSTREAM__MAX_ELAPSED": "1.5"}
+    )
     with httpx.Client(base_url=stack.url("gateway"), headers=stack.auth_headers(), timeout=60) as gateway:
         stack.processes["orders"].send_signal(signal.SIGSTOP)  # alive but silent: requests hang
         try:

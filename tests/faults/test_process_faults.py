@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from devstack.stack import Stack
+    from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
@@ -46,7 +47,7 @@ def processed_count(stack: Stack, service: str) -> int:
 
 
 def test_a_consumer_killed_mid_burst_loses_no_order_and_pays_none_twice(
-    platform: Callable[..., Stack],
+    platform: Callable[..., Stack], webhook: WebhookReceiver
 ) -> None:
     stack = platform(bank={"BANK_LATENCY_MS": "20"})
     thread, accepted, _ = burst_in_background(stack.url("orders"), 150)
@@ -59,11 +60,11 @@ def test_a_consumer_killed_mid_burst_loses_no_order_and_pays_none_twice(
     statuses = wait_until_final(stack.url("orders"), accepted)
     assert len(accepted) == 150
     assert set(statuses.values()) == {"confirmed"}
-    assert_settled_once(stack, statuses)
+    assert_settled_once(stack, statuses, webhook)
 
 
 def test_sigterm_mid_burst_finishes_in_flight_work_and_loses_nothing(
-    platform: Callable[..., Stack],
+    platform: Callable[..., Stack], webhook: WebhookReceiver
 ) -> None:
     stack = platform(bank={"BANK_LATENCY_MS": "20"})
     unanswered: list[str] = []
@@ -95,7 +96,7 @@ def test_sigterm_mid_burst_finishes_in_flight_work_and_loses_nothing(
                 accepted.append(retried.json()["order_id"])
     statuses = wait_until_final(stack.url("orders"), accepted)
     assert set(statuses.values()) == {"confirmed"}
-    assert_settled_once(stack, statuses)
+    assert_settled_once(stack, statuses, webhook)
     for service in ("payments", "orders"):
         lines = [
             json.loads(line) for line in stack.tail(service, 100_000).splitlines() if line.startswith("{")

@@ -18,11 +18,13 @@ from tests.faults.conftest import (
     wait_for,
     wait_until_final,
 )
+from tests.webhook_receiver import outcome_problems, wait_for_outcomes
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from devstack.stack import Stack
+    from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.rabbitmq]
 
@@ -33,7 +35,7 @@ def reason(stack: Stack, order_id: str) -> str:
 
 
 def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_voided(
-    platform: Callable[..., Stack],
+    platform: Callable[..., Stack], webhook: WebhookReceiver
 ) -> None:
     stack = platform(orders={"PAYMENT_DEADLINE_SECONDS": "2"})
     stack.stop_service("payments")
@@ -44,12 +46,15 @@ def test_with_payments_down_the_deadline_cancels_and_the_late_authorization_is_v
     # payments returns: it authorizes the stale order.created, then voids on order.cancelled.
     stack.start_service("payments")
     assert wait_for(lambda: authorizations_by_order(stack.url("bank"), [order_id])[order_id] == ["voided"])
+    assert not outcome_problems(wait_for_outcomes(webhook, [order_id]), {order_id: "cancelled"})
     answer = httpx.get(f"{stack.url('orders')}/api/orders/{order_id}", auth=as_customer())
     assert answer.json()["status"] == "cancelled"
+    # Told once, of the cancellation, though payments authorized (and voided) after it.
+    assert not outcome_problems(wait_for_outcomes(webhook, [order_id]), {order_id: "cancelled"})
 
 
 def test_with_the_bank_down_the_payment_is_declined_and_the_void_waits_in_dead_letters(
-    platform: Callable[..., Stack],
+    platform: Callable[..., Stack], webhook: WebhookReceiver
 ) -> None:
     stack = platform(payments={"MAX_DELIVERY_ATTEMPTS": "3"})
     stack.stop_service("bank")
@@ -67,3 +72,4 @@ def test_with_the_bank_down_the_payment_is_declined_and_the_void_waits_in_dead_l
     stack.wait_ready()
     assert asyncio.run(deadletters.replay(stack.amqp_url, PAYMENTS_QUEUE.name)) == 1
     assert wait_for(lambda: authorizations_by_order(stack.url("bank"), [order_id])[order_id] == ["voided"])
+    assert not outcome_problems(wait_for_outcomes(webhook, [order_id]), {order_id: "cancelled"})
