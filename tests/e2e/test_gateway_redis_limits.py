@@ -1,4 +1,7 @@
-"""Two real gateway processes sharing one Redis: a client's limit is one bucket across both."""
+"""Two real gateway processes sharing one Redis: a client's limit is one bucket across both.
+
+A Redis error would fall back to a bucket per process with the same numbers, so each test also
+shows Redis counted: the client's bucket is in Redis, and neither gateway logged a fallback."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+import redis
 
 from devstack.loopback import free_port, serving
 from gateway.auth import issue_token
@@ -25,12 +29,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 SECRET = "r" * 48
 RATE = 2.0  # bursts of 4
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PREFIX = f"lantern-test:{uuid.uuid4().hex[:10]}:"
+LOGS: list[Path] = []
 
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     logs: Path = tmp_path_factory.mktemp("gateways")
-    prefix = f"lantern-test:{uuid.uuid4().hex[:10]}:"
+    prefix = PREFIX
     with serving(upstream_app()) as upstream:
         ports = [free_port(), free_port()]
         processes = []
@@ -38,7 +45,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
             env = {
                 **os.environ,
                 "PORT": str(port),
-                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REDIS_URL": REDIS_URL,
                 "GATEWAY_RATE_LIMIT": str(RATE),
                 "GATEWAY_RATE_LIMIT_PREFIX": prefix,
                 # Under a loaded CI a 0.5 s Redis timeout would fall back to per-process buckets.
@@ -47,7 +54,8 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
                 "GATEWAY_UPSTREAMS": json.dumps({"orders": upstream}),
                 "OTEL_SDK_DISABLED": "true",
             }
-            log = (logs / f"gateway-{port}.log").open("wb")
+            LOGS.append(logs / f"gateway-{port}.log")
+            log = LOGS[-1].open("wb")
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -78,12 +86,24 @@ def wait_ready(urls: list[str], processes: list[subprocess.Popen[bytes]], timeou
             time.sleep(0.1)
 
 
+def assert_counted_by_redis(subject: str) -> None:
+    """The bucket is Redis's, and no request of either gateway fell back to its own."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        assert client.hgetall(f"{PREFIX}sub:{subject}"), f"no bucket of {subject} in Redis"
+    finally:
+        client.close()
+    fell_back = [log.name for log in LOGS if "falls back to memory" in log.read_text(errors="replace")]
+    assert not fell_back, f"rate limiting fell back to memory in {fell_back}"
+
+
 def headers(subject: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {issue_token(SECRET, subject=subject, scopes=['orders:read'])}"}
 
 
 def test_two_gateways_admit_one_buckets_worth_between_them(gateways: list[str]) -> None:
-    alice = headers(f"alice-{uuid.uuid4().hex[:6]}")
+    subject = f"alice-{uuid.uuid4().hex[:6]}"
+    alice = headers(subject)
     started = time.monotonic()
     statuses = [
         httpx.get(f"{gateways[i % 2]}/api/orders/o-1", headers=alice, timeout=5).status_code
@@ -95,10 +115,12 @@ def test_two_gateways_admit_one_buckets_worth_between_them(gateways: list[str]) 
     assert 4 <= admitted <= 4 + int(elapsed * RATE), statuses
     assert statuses[:2] == [200, 200], "both gateways admit from the full bucket"
     assert set(statuses) == {200, 429}
+    assert_counted_by_redis(subject)
 
 
 def test_another_subject_is_admitted_while_the_first_is_throttled(gateways: list[str]) -> None:
-    alice, bob = headers(f"alice-{uuid.uuid4().hex[:6]}"), headers(f"bob-{uuid.uuid4().hex[:6]}")
+    subjects = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    alice, bob = map(headers, subjects)
     # Spend alice's bucket until she is refused (a loaded machine refills it as it goes).
     for i in range(50):
         throttled = httpx.get(f"{gateways[i % 2]}/api/orders/o-1", headers=alice, timeout=5)
@@ -108,3 +130,5 @@ def test_another_subject_is_admitted_while_the_first_is_throttled(gateways: list
     assert throttled.status_code == 429
     assert throttled.headers["ratelimit-remaining"] == "0"
     assert [r.status_code for r in bobs] == [200, 200]
+    for subject in subjects:
+        assert_counted_by_redis(subject)
