@@ -87,6 +87,9 @@ class PodRun:
         return get["path"], self.ports[port] if isinstance(port, str) else int(port)
 
 
+RESTART_POLICIES = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
+
+
 def pod_run(render: Render, workload: dict[str, Any], files_dir: Path, *, stand_in: bool = False) -> PodRun:
     """The (one) container of a Deployment's or StatefulSet's pod template.
 
@@ -95,7 +98,14 @@ def pod_run(render: Render, workload: dict[str, Any], files_dir: Path, *, stand_
     its data in the container, since its users and paths differ from the official image's.
     """
     (container,) = workload["spec"]["template"]["spec"]["containers"]
-    return container_run(render, workload, container, files_dir, stand_in=stand_in)
+    run = container_run(render, workload, container, files_dir, stand_in=stand_in)
+    if not stand_in:
+        # The kubelet restarts a container that exits, as its pod's restartPolicy says; Docker
+        # then does too (but not after `docker stop` or `docker kill`), so a crash shows in
+        # RestartCount instead of leaving a container that simply exited.
+        policy = workload["spec"]["template"]["spec"].get("restartPolicy", "Always")
+        run.args += ["--restart", RESTART_POLICIES[policy]]
+    return run
 
 
 def init_runs(render: Render, workload: dict[str, Any], files_dir: Path) -> list[PodRun]:

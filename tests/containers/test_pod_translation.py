@@ -91,6 +91,7 @@ def test_security_context_limits_volumes_and_service_names_become_docker_argumen
         "--user 10001:10001",
         "--group-add 10001",
         "--read-only",
+        "--restart always",
         "--security-opt no-new-privileges",
         "--cap-drop ALL",
         f"--memory {256 * 2**20}b",
