@@ -38,6 +38,8 @@ LIBRARIES = (
     ("/lantern_runtime/messaging/tracing.py", "tracing (OpenTelemetry)"),
     ("/lantern_runtime/telemetry/", "tracing (OpenTelemetry)"),
     ("/google/protobuf/", "tracing (OpenTelemetry)"),
+    ("/faststream/opentelemetry/", "tracing (OpenTelemetry)"),
+    ("/faststream/rabbit/opentelemetry/", "tracing (OpenTelemetry)"),
     ("/sqlalchemy/", "SQLAlchemy"),
     ("/asyncpg/", "asyncpg"),
     ("/aio_pika/", "aio-pika, aiormq, pamqp"),
@@ -106,6 +108,7 @@ ORIGINS = (
         "/lantern_runtime/messaging/tracing.py",
         "Lantern's messaging middleware: spans, metrics",
     ),
+    ("/faststream/opentelemetry/", "FastStream's RabbitTelemetryMiddleware: spans, metrics"),
     ("/opentelemetry/sdk/metrics/", "metrics recorded elsewhere"),
 )
 
