@@ -36,6 +36,15 @@ IMAGE_SIZES: dict[str, float] = {}
 INFRA_VERSIONS: dict[str, str] = {}
 # The dev loop's figures (tests/containers/test_dev_loop.py), printed at the end of the run.
 DEV_LOOP: dict[str, str] = {}
+# The three-node failover's figures (tests/containers/test_rabbitmq_cluster_failover.py).
+FAILOVER: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Part of the normal run; the mark lets the scenario run alone (pytest -m rabbitmq_cluster).
+    config.addinivalue_line(
+        "markers", "rabbitmq_cluster: the three-node RabbitMQ failover of the container tier"
+    )
 
 
 def missing_engine() -> str | None:
@@ -120,3 +129,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"container tier: ran on {versions}")
     for figure in DEV_LOOP.values():
         terminalreporter.write_line(f"container tier: dev loop: {figure}")
+    for figure in FAILOVER.values():
+        terminalreporter.write_line(f"container tier: failover: {figure}")

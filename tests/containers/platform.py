@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,47 @@ class Platform:
         run.args += ["--user", STAND_IN_USERS[name]]
         self.runs[name] = run
         docker(*run.docker_run(self.container(name), self.network, image=self.infra_image)[1:])
+
+    def add_rabbitmq_cluster(self, size: int) -> list[str]:
+        """RabbitMQ as a StatefulSet of `size` pods runs it: node i in container rabbitmq-i with
+        its own DNS name (as the headless Service gives each pod one), every node also under the
+        Service's names, so that `rabbitmq` resolves to all of them; one Erlang cookie, and the
+        classic peer list of the node names. Returns the nodes' names, none started yet."""
+        names = [f"rabbitmq-{i}" for i in range(size)]
+        conf = self.files_dir / "rabbitmq-cluster" / "40-cluster.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        peers = [f"cluster_formation.classic_config.nodes.{i} = rabbit@{n}" for i, n in enumerate(names, 1)]
+        conf.write_text(
+            "\n".join(
+                [
+                    "cluster_formation.peer_discovery_backend = classic_config",
+                    *peers,
+                    f"cluster_formation.target_cluster_size_hint = {size}",
+                    "",
+                ]
+            )
+        )
+        conf.chmod(0o644)
+        cookie = secrets.token_hex(20)
+        for name in names:
+            run = pod_run(
+                self.render, self.render.get("StatefulSet", "rabbitmq"), self.files_dir, stand_in=True
+            )
+            run.command = STAND_INS["rabbitmq"]
+            hostname = run.args.index("--hostname") + 1
+            run.args[hostname] = name
+            run.args += ["--user", STAND_IN_USERS["rabbitmq"], "--network-alias", name]
+            run.args += ["--volume", f"{conf}:/etc/rabbitmq/conf.d/{conf.name}:ro"]
+            run.env["RABBITMQ_ERLANG_COOKIE"] = cookie
+            self.runs[name] = run
+        return names
+
+    def start_node(self, name: str) -> None:
+        """Starts a node added by add_rabbitmq_cluster, or again, with its data, once killed."""
+        if self.exists(name):
+            docker("start", self.container(name))
+            return
+        docker(*self.runs[name].docker_run(self.container(name), self.network, image=self.infra_image)[1:])
 
     def start_trace_receiver(self, image: str) -> None:
         """An OTLP/HTTP receiver under the collector's Service name, keeping spans in a file."""

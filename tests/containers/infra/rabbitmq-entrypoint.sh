@@ -23,6 +23,8 @@ for file in /etc/rabbitmq/conf.d/*.conf; do
     [ -e "$file" ] && cp "$file" "$confd/"
 done
 if [ -n "${RABBITMQ_ERLANG_COOKIE:-}" ]; then
+    # The package made one at install, read-only to its owner.
+    rm -f "$HOME/.erlang.cookie"
     (umask 077 && printf '%s' "$RABBITMQ_ERLANG_COOKIE" > "$HOME/.erlang.cookie")
 fi
 export RABBITMQ_CONFIG_FILES="$confd"
