@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -48,7 +49,10 @@ class Readiness:
         return [name for name, ok in zip(names, results, strict=True) if ok is not True]
 
     async def _run(self, check: Callable[[], Awaitable[bool]]) -> bool:
-        return await asyncio.wait_for(check(), self._timeout)
+        # Probes are not traced (the server instrumentation leaves them out): nor is what they
+        # ask, or every probe's SQL would be a trace of its own.
+        with suppress_instrumentation():
+            return await asyncio.wait_for(check(), self._timeout)
 
 
 def health_router(readiness: Readiness) -> APIRouter:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
 from lantern_runtime.health import Readiness
 from lantern_runtime.messaging import broker_ready, connect_broker, redacted_url, stop_consuming
 from lantern_runtime.startup import Dependency, Startup
@@ -95,10 +97,12 @@ class EventDrivenService:
 
     async def _check_schema(self) -> None:
         assert self.engine is not None
-        if self.migrations is not None:
-            await require_head(self.engine, self.migrations)
-        else:
-            await database_ready(self.engine)()
+        # Start-up's own SQL belongs to no request: traced, each try would be a trace of its own.
+        with suppress_instrumentation():
+            if self.migrations is not None:
+                await require_head(self.engine, self.migrations)
+            else:
+                await database_ready(self.engine)()
 
     async def _finish_starting(self) -> None:
         await self.broker.start()

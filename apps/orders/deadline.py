@@ -9,6 +9,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
 if TYPE_CHECKING:
     from lantern_runtime.storage import OutboxRelay
     from orders.repository import OrderRepository
@@ -42,7 +44,9 @@ class PaymentDeadline:
             if self._stop.is_set():
                 return
             try:
-                cancelled = await self._repository.cancel_overdue(self._deadline)
+                # A check belongs to no request: traced, each would be a trace of its own.
+                with suppress_instrumentation():
+                    cancelled = await self._repository.cancel_overdue(self._deadline)
             except Exception as error:
                 logger.warning("payment deadline check failed", extra={"error": str(error)})
                 continue

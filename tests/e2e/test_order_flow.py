@@ -176,3 +176,19 @@ def test_every_service_reports_ready_and_the_gateway_returns_the_trace_id(
         assert httpx.get(f"{stack.url(service)}/readyz").json() == {"status": "ready"}
     response = place(gateway, SMALL_ORDER)
     assert len(trace_id_of(response)) == 32
+
+
+def test_every_trace_has_a_cause_and_no_background_sql_makes_one_of_its_own(
+    stack: Stack, gateway: httpx.Client
+) -> None:
+    place(gateway, SMALL_ORDER)
+    # Long enough for the relays, the payment deadline and the probes to have run many times.
+    time.sleep(3)
+    roots = [
+        span for spans in traces_by_id(stack.spans_file).values() for span in spans if not span.parent_span_id
+    ]
+    assert roots
+    lone = sorted(
+        {f"{s.service}: {s.name} [{s.kind}]" for s in roots if s.kind not in ("server", "producer")}
+    )
+    assert lone == [], "\n".join(lone)

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
@@ -149,7 +150,9 @@ class RetentionWorker:
 
     async def _run(self) -> None:
         while not await self._stopped_within(self._policy.interval_seconds):
-            await self.run_once()
+            # A pass belongs to no request: traced, each would be a trace of its own.
+            with suppress_instrumentation():
+                await self.run_once()
 
     async def run_once(self) -> dict[str, int]:
         """One pass over every rule; returns rows deleted per table. A table whose pass fails is
