@@ -115,6 +115,11 @@ def defaults(
     with WebhookReceiver(host=network_gateway(network)).serving() as webhook:
         render = default_render(webhook.url)
         counts = replica_counts(render)
+        wanted = {
+            render.get("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["image"]
+            for name in counts
+        }
+        assert wanted <= set(images.values()), f"the default render runs {wanted}, the tier built {images}"
         pods = [pod for name, count in counts.items() for pod in pod_names(name, count)]
         platform = Platform(render, network, tmp_path_factory.mktemp("replicas"), images["infra"], pods)
         redis = ""
