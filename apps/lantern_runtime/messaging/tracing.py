@@ -109,6 +109,15 @@ class MessagingTelemetry:
             description="Number of messages producer attempted to send to the broker.",
         )
 
+    def measured(self, operation: str, destination: str) -> dict[str, Any]:
+        """The attributes an operation's metrics and span share."""
+        return {
+            MESSAGING_SYSTEM: "rabbitmq",
+            MESSAGING_OPERATION_NAME: operation,
+            MESSAGING_DESTINATION_NAME: destination,
+            **self.server,
+        }
+
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Middleware:
         return _Middleware(msg, context=context, telemetry=self)
 
@@ -123,12 +132,7 @@ class _Middleware(BaseMiddleware[Any]):
     ) -> Any:
         t = self.telemetry
         destination = publish_destination(cmd.exchange.name, cmd.destination)
-        measured: dict[str, Any] = {
-            MESSAGING_SYSTEM: "rabbitmq",
-            MESSAGING_OPERATION_NAME: "publish",
-            MESSAGING_DESTINATION_NAME: destination,
-            **t.server,
-        }
+        measured = t.measured("publish", destination)
         attributes: dict[str, Any] = {**measured, MESSAGING_OPERATION_TYPE: SEND}
         if cmd.destination:
             attributes[MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY] = cmd.destination
@@ -164,12 +168,7 @@ class _Middleware(BaseMiddleware[Any]):
         subscriber = self.context.get_local("handler_")
         queue = getattr(getattr(subscriber, "queue", None), "name", "") or ""
         destination = process_destination(raw.exchange or "", raw.routing_key or "", queue)
-        measured: dict[str, Any] = {
-            MESSAGING_SYSTEM: "rabbitmq",
-            MESSAGING_OPERATION_NAME: "process",
-            MESSAGING_DESTINATION_NAME: destination,
-            **t.server,
-        }
+        measured = t.measured("process", destination)
         attributes: dict[str, Any] = {**measured, MESSAGING_OPERATION_TYPE: PROCESS}
         if raw.routing_key:
             attributes[MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY] = raw.routing_key
