@@ -216,6 +216,23 @@ def _add_queue(root: Path, service: NewService) -> Path:
     return path
 
 
+def _autoscaling(service: NewService) -> str:
+    """The CPU HPA's settings and, for a consumer, KEDA's on its work queue (both off)."""
+    cpu = "enabled: false, minReplicas: 1, maxReplicas: 4, targetCPUUtilizationPercentage: 70"
+    if not service.consumes:
+        return f"    autoscaling: {{{cpu}}}\n"
+    keda = (
+        f"enabled: false, queue: {service.queue_name}, minReplicas: 1, maxReplicas: 4, "
+        "readyMessagesPerReplica: 50, pollingInterval: 15, cooldownPeriod: 300"
+    )
+    lines = ["autoscaling:", *(f"  {setting}" for setting in cpu.split(", "))]
+    lines += [
+        "  # Instead of the CPU HPA above (never both): KEDA scales on its work queue's ready messages.",
+        f"  keda: {{{keda}}}",
+    ]
+    return "".join(f"    {line}\n" for line in lines)
+
+
 def _add_component(root: Path, service: NewService) -> Path:
     """Its entry at the end of the chart's `components:` map, written as the others are."""
     path = Path("charts") / "lantern" / "values.yaml"
@@ -243,8 +260,7 @@ def _add_component(root: Path, service: NewService) -> Path:
       requests: {{cpu: 25m, memory: 96Mi}}
       limits: {{cpu: 250m, memory: 192Mi}}
     pdb: {{maxUnavailable: 1}}
-    autoscaling: {{enabled: false, minReplicas: 1, maxReplicas: 4, targetCPUUtilizationPercentage: 70}}
-"""
+{_autoscaling(service)}"""
     lines.insert(end, entry)
     (root / path).write_text("".join(lines))
     return path
