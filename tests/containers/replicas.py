@@ -213,6 +213,26 @@ def publishes_by_pod(
     )
 
 
+def traces_of(spans: Iterable[Span], order_ids: Iterable[str]) -> dict[str, str]:
+    """The trace of each order, by the order id orders' API span carries."""
+    wanted = set(order_ids)
+    return {
+        str(s.attributes["lantern.order_id"]): s.trace_id
+        for s in spans
+        if s.service == "orders" and s.kind == SERVER and s.attributes.get("lantern.order_id") in wanted
+    }
+
+
+def received_by_pod(spans: Iterable[Span], trace_ids: Iterable[str], service: str, name: str) -> Counter[str]:
+    """The requests `name` that `service` served in the given traces, by the pod that served each."""
+    wanted = set(trace_ids)
+    return Counter(
+        pod_of(s)
+        for s in spans
+        if s.trace_id in wanted and s.service == service and s.kind == SERVER and s.name == name
+    )
+
+
 def psql(platform: Platform, database: str, query: str) -> str:
     user = platform.runs["postgres"].env["POSTGRES_USER"]
     argv = ["exec", platform.container("postgres"), "psql", "-U", user, "-d", database, "-tAc", query]
