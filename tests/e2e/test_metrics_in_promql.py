@@ -174,25 +174,25 @@ def test_the_dead_letter_alert_fires_once_a_poison_message_is_dead_lettered_and_
 # Each on-call question as one PromQL query (the README's Telemetry section shows the same).
 RED = {
     "HTTP requests per second, per service": (
-        "sum by (service_name) (rate(http_server_request_duration_seconds_count[1m]))"
+        "sum by (service_name) (rate(http_server_request_duration_seconds_count[5m]))"
     ),
     "HTTP p95 seconds, per service": (
         "histogram_quantile(0.95, sum by (le, service_name)"
-        " (rate(http_server_request_duration_seconds_bucket[1m])))"
+        " (rate(http_server_request_duration_seconds_bucket[5m])))"
     ),
     "messages processed per second, per queue": (
-        f"sum by (queue) ({per_queue('rate(messaging_process_duration_seconds_count[1m])')})"
+        f"sum by (queue) ({per_queue('rate(messaging_process_duration_seconds_count[5m])')})"
     ),
     "messages failed, per queue": (
         "sum by (queue) (" + per_queue('messaging_process_duration_seconds_count{error_type!=""}') + ")"
     ),
     "processing p95 seconds, per queue": (
         "histogram_quantile(0.95, sum by (le, queue)"
-        f" ({per_queue('rate(messaging_process_duration_seconds_bucket[1m])')}))"
+        f" ({per_queue('rate(messaging_process_duration_seconds_bucket[5m])')}))"
     ),
     "messages sent, per service": "sum by (service_name) (messaging_client_sent_messages_total)",
     "publishes per second, per service": (
-        "sum by (service_name) (rate(messaging_client_operation_duration_seconds_count[1m]))"
+        "sum by (service_name) (rate(messaging_client_operation_duration_seconds_count[5m]))"
     ),
     "queue depth, per queue": 'sum by (queue) (rabbitmq_detailed_queue_messages{vhost="$vhost"})',
     "consumers, per queue": 'sum by (queue) (rabbitmq_detailed_queue_consumers{vhost="$vhost"})',
