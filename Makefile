@@ -27,9 +27,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Benchmarks, not tests: several minutes; tables on stdout, JSON under bench/results/.
+# Benchmarks, not tests: about half an hour; tables on stdout, JSON under bench/results/. The
+# last step drains a backlog with 1, 2 and 3 payments replicas in the container tier (it needs a
+# Docker engine, and says so and is skipped without one).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	-$(BIN)/python -m tests.containers.scaling
 
 lint: $(STAMP)
 	$(BIN)/ruff check apps tests bench
