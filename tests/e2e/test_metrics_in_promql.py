@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -37,7 +37,7 @@ from tests.metrics_store import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from tests.metrics_store import AlertEvaluator, MetricsStore
 
@@ -103,6 +103,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 def burst_of_orders(stack: Stack) -> dict[str, str]:
     """BURST orders through the gateway, one in three over the bank's limit; their final statuses."""
     with httpx.Client(base_url=stack.url("gateway"), timeout=10, headers=stack.auth_headers()) as gateway:
+        # One order first, and two export intervals: every series then has a sample before the
+        # burst, so a rate sees the burst's increase (a series' first sample is no increase).
+        warm_up = gateway.post(
+            "/api/orders", json=SMALL_ORDER, headers={"Idempotency-Key": str(uuid.uuid4())}
+        )
+        assert warm_up.status_code == 202, warm_up.text
+        deadline = time.monotonic() + 30
+        while gateway.get(f"/api/orders/{warm_up.json()['order_id']}").json()["status"] == "pending":
+            assert time.monotonic() < deadline, "the warm-up order did not settle"
+            time.sleep(0.2)
+        time.sleep(2.5)
         order_ids = []
         for n in range(BURST):
             body = LARGE_ORDER if n % 3 == 0 else SMALL_ORDER
@@ -203,13 +214,27 @@ RED = {
 }
 
 
-def answered(platform: Platform, question: str, by: str, expected: set[str]) -> dict[str, float]:
-    """The question's answer by label `by`, once every one of `expected` has a value (metrics
-    are exported every second, and the store serves them a moment later)."""
+def answered(
+    platform: Platform,
+    question: str,
+    by: str,
+    expected: set[str],
+    until: Callable[[dict[str, float]], bool] = lambda answer: True,
+) -> dict[str, float]:
+    """The question's answer by label `by`, once every one of `expected` has a value and `until`
+    holds for it, or as it is after the store's wait (metrics are exported every second, the
+    store serves them a moment later, and a rate needs two samples of a series)."""
     # RabbitMQ is shared: this run's queues are those of its own vhost.
     expr = RED[question].replace("$vhost", platform.vhost)
-    result = platform.store.wait_for(expr, lambda r: expected <= {s["metric"].get(by, "") for s in r})
-    answer = {s["metric"].get(by, ""): float(s["value"][1]) for s in result}
+
+    def by_label(result: list[dict[str, Any]]) -> dict[str, float]:
+        return {s["metric"].get(by, ""): float(s["value"][1]) for s in result}
+
+    def done(result: list[dict[str, Any]]) -> bool:
+        answer = by_label(result)
+        return expected <= set(answer) and until(answer)
+
+    answer = by_label(platform.store.wait_for(expr, done))
     print(f"{question}:\n  {expr}\n  -> {answer}")
     return answer
 
@@ -222,24 +247,37 @@ def test_promql_answers_each_red_question_per_service_and_per_queue_after_a_burs
     queues = {PAYMENTS_QUEUE.name, ORDERS_QUEUE.name, NOTIFIER_QUEUE.name}
     with_outbox = {"orders", "payments"}
 
-    rate = answered(platform, "HTTP requests per second, per service", "service_name", http)
+    def positive(names: set[str]) -> Callable[[dict[str, float]], bool]:
+        return lambda answer: all(answer.get(name, 0) > 0 for name in names)
+
+    rate = answered(platform, "HTTP requests per second, per service", "service_name", http, positive(http))
     assert all(rate[service] > 0 for service in http), rate
-    p95 = answered(platform, "HTTP p95 seconds, per service", "service_name", http)
+    p95 = answered(platform, "HTTP p95 seconds, per service", "service_name", http, positive(http))
     assert all(0 < p95[service] < 5 for service in http), p95
 
-    processed = answered(platform, "messages processed per second, per queue", "queue", queues)
+    processed = answered(
+        platform, "messages processed per second, per queue", "queue", queues, positive(queues)
+    )
     assert all(processed[queue] > 0 for queue in queues), processed
     # The poison is the one failed message, payments'; a failure is a point with error.type.
-    failed = answered(platform, "messages failed, per queue", "queue", {PAYMENTS_QUEUE.name})
+    failed = answered(
+        platform,
+        "messages failed, per queue",
+        "queue",
+        {PAYMENTS_QUEUE.name},
+        lambda answer: answer == {PAYMENTS_QUEUE.name: 1.0},
+    )
     assert failed == {PAYMENTS_QUEUE.name: 1.0}
-    process_p95 = answered(platform, "processing p95 seconds, per queue", "queue", queues)
+    process_p95 = answered(platform, "processing p95 seconds, per queue", "queue", queues, positive(queues))
     assert all(0 < process_p95[queue] < 5 for queue in queues), process_p95
 
     # Each order: order.created and its outcome from orders, the payment result from payments.
     sent = answered(platform, "messages sent, per service", "service_name", with_outbox)
     assert sent["orders"] >= 2 * BURST, sent
     assert sent["payments"] >= BURST, sent
-    published = answered(platform, "publishes per second, per service", "service_name", with_outbox)
+    published = answered(
+        platform, "publishes per second, per service", "service_name", with_outbox, positive(with_outbox)
+    )
     assert all(published[service] > 0 for service in with_outbox), published
 
     # From RabbitMQ's endpoint: the work queues drained, each with its consumer.
