@@ -19,3 +19,23 @@ def point_attributes(reader: InMemoryMetricReader, name: str) -> list[dict[str, 
         if metric.name == name
         for point in metric.data.data_points
     ]
+
+
+PointTotals = dict[frozenset[tuple[str, Any]], float]
+
+
+def point_totals(reader: InMemoryMetricReader, name: str) -> PointTotals:
+    """Each attribute set's count (a histogram's) or value (a counter's) so far: a reader shared
+    by a process's tests is compared before and after a test's own work (nothing recorded yet:
+    none)."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return {}
+    return {
+        frozenset((point.attributes or {}).items()): getattr(point, "count", None) or point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }

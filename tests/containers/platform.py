@@ -51,9 +51,11 @@ class Platform:
         self.runs[name] = run
         inits = init_runs(self.render, workload, self.files_dir)
         self.inits[name] = [self.container(f"{name}-init-{i}") for i in range(len(inits))]
-        threading.Thread(target=self._start_pod, args=(name, inits, run), daemon=True).start()
+        threading.Thread(target=self.run_pod, args=(name, inits, run), daemon=True).start()
 
-    def _start_pod(self, name: str, inits: list[PodRun], run: PodRun) -> None:
+    def run_pod(self, name: str, inits: list[PodRun], run: PodRun) -> None:
+        """Runs pod `name`'s init containers to completion, then its container; an init
+        container's failure is entered in init_failures and the pod goes no further."""
         for container, init in zip(self.inits[name], inits, strict=True):
             argv = [arg for arg in init.docker_run(container, self.network)[1:] if arg != "--detach"]
             finished = docker(*argv, timeout=900, check=False)

@@ -31,7 +31,7 @@ from tests.containers.images import (
     build_lantern_image,
     docker,
 )
-from tests.containers.pods import PodRun, Render, container_env, init_runs, pod_run
+from tests.containers.pods import Render, container_env, init_runs, pod_run
 from tests.deploy.deploy_support import REPO_ROOT, template_args
 
 if TYPE_CHECKING:
@@ -146,19 +146,7 @@ def start_pod(platform: Platform, name: str, pod: str) -> None:
         one.args[one.args.index("--hostname") + 1] = pod
     platform.runs[pod] = run
     platform.inits[pod] = [platform.container(f"{pod}-init-{i}") for i in range(len(inits))]
-    threading.Thread(target=_run_pod, args=(platform, pod, inits, run), daemon=True).start()
-
-
-def _run_pod(platform: Platform, pod: str, inits: list[PodRun], run: PodRun) -> None:
-    for container, init in zip(platform.inits[pod], inits, strict=True):
-        argv = [arg for arg in init.docker_run(container, platform.network)[1:] if arg != "--detach"]
-        finished = docker(*argv, timeout=900, check=False)
-        if finished.returncode != 0:
-            platform.init_failures[pod] = (
-                f"{container} exited {finished.returncode}: {finished.stderr[-1500:]}"
-            )
-            return
-    docker(*run.docker_run(platform.container(pod), platform.network)[1:])
+    threading.Thread(target=platform.run_pod, args=(pod, inits, run), daemon=True).start()
 
 
 def start_replicas(platform: Platform, counts: dict[str, int]) -> list[str]:

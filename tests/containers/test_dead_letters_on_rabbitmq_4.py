@@ -49,6 +49,19 @@ def as_admin(platform: Platform, *argv: str) -> str:
     return docker(*args, timeout=180).stdout
 
 
+def dead_letters(platform: Platform, verb: str) -> str:
+    """The admin's dead-letter CLI (list or replay) on payments' work queue."""
+    return as_admin(
+        platform,
+        "python",
+        "-m",
+        "lantern_runtime.messaging.deadletters",
+        verb,
+        "--queue",
+        PAYMENTS_QUEUE.name,
+    )
+
+
 def rabbitmqctl(platform: Platform, *argv: str) -> str:
     return docker("exec", "--user", "rabbitmq", platform.container("rabbitmq"), "rabbitmqctl", *argv).stdout
 
@@ -131,39 +144,15 @@ def test_a_void_the_bank_never_answers_is_dead_lettered_after_exactly_the_config
     [[message_id, message_type, recorded_attempts, reason, body]] = looks[0]
     assert (message_id, message_type, recorded_attempts) == (dead["message_id"], "order.cancelled", attempts)
     assert order_id in body and reason == dead["reason"]
-    listed = as_admin(
-        platform,
-        "python",
-        "-m",
-        "lantern_runtime.messaging.deadletters",
-        "list",
-        "--queue",
-        PAYMENTS_QUEUE.name,
-    )
+    listed = dead_letters(platform, "list")
     assert f"attempts={attempts}" in listed and "1 dead letter(s)" in listed, listed
 
     docker("start", platform.container("bank"))
     platform.wait_ready(["bank"])
-    replayed = as_admin(
-        platform,
-        "python",
-        "-m",
-        "lantern_runtime.messaging.deadletters",
-        "replay",
-        "--queue",
-        PAYMENTS_QUEUE.name,
-    )
+    replayed = dead_letters(platform, "replay")
     assert f"replayed 1 message(s) onto {PAYMENTS_QUEUE.name}" in replayed
     assert wait_for(
         lambda: authorizations_by_order(platform.url("bank"), [order_id])[order_id] == ["voided"], 60
     )
-    again = as_admin(
-        platform,
-        "python",
-        "-m",
-        "lantern_runtime.messaging.deadletters",
-        "list",
-        "--queue",
-        PAYMENTS_QUEUE.name,
-    )
+    again = dead_letters(platform, "list")
     assert "0 dead letter(s)" in again, again

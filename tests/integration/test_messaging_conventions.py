@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from lantern_runtime.messaging import EventPublisher
 from tests.integration.test_messaging import QUEUE, WidgetMade, running, wait_for  # noqa: F401 - fixture
+from tests.metric_points import PointTotals, point_totals
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,25 +37,7 @@ def of_destinations(points: list[dict[str, Any]], *names: str) -> list[dict[str,
     return [p for p in points if p.get("messaging.destination.name") in names]
 
 
-Totals = dict[frozenset[tuple[str, Any]], float]
-
-
-def totals(reader: InMemoryMetricReader, name: str) -> Totals:
-    """Each attribute set's count (a histogram's) or value (a counter's) so far: the reader is
-    the process's, so a test compares these before and after its own messages."""
-    data = reader.get_metrics_data()
-    assert data is not None
-    return {
-        frozenset((point.attributes or {}).items()): getattr(point, "count", None) or point.value
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    }
-
-
-def grown(before: Totals, after: Totals) -> list[dict[str, Any]]:
+def grown(before: PointTotals, after: PointTotals) -> list[dict[str, Any]]:
     return [dict(key) for key, total in after.items() if total > before.get(key, 0)]
 
 
@@ -77,7 +60,7 @@ async def test_a_retried_message_is_named_for_where_each_copy_goes_with_errors_t
         "messaging.client.sent.messages",
         "messaging.client.operation.duration",
     )
-    before = {name: totals(metric_reader, name) for name in names}
+    before = {name: point_totals(metric_reader, name) for name in names}
     await EventPublisher(broker).publish(WidgetMade(widget_id="w-9"), message_id="m-9")  # type: ignore[arg-type]
     await wait_for(lambda: attempts == [1, 2])
     await asyncio.sleep(0.2)
@@ -123,35 +106,16 @@ async def test_a_retried_message_is_named_for_where_each_copy_goes_with_errors_t
     assert first.parent is not None and first.parent.span_id == publish.context.span_id
 
     destinations = tuple(name.split(" ", 1)[1] for name in (PUBLISH, PROCESS, RETRY, REPROCESS))
-    processed = of_destinations(
-        grown(before["messaging.process.duration"], totals(metric_reader, "messaging.process.duration")),
-        *destinations,
-    )
+    added = {name: grown(before[name], point_totals(metric_reader, name)) for name in names}
+    processed = of_destinations(added["messaging.process.duration"], *destinations)
     assert {p.get("error.type") for p in processed} == {"ConnectionError", None}
     assert all(p["messaging.operation.name"] == "process" for p in processed)
-    consumed = of_destinations(
-        grown(
-            before["messaging.client.consumed.messages"],
-            totals(metric_reader, "messaging.client.consumed.messages"),
-        ),
-        *destinations,
-    )
+    consumed = of_destinations(added["messaging.client.consumed.messages"], *destinations)
     assert consumed and all(p["messaging.system"] == "rabbitmq" for p in consumed)
-    published = of_destinations(
-        grown(
-            before["messaging.client.sent.messages"], totals(metric_reader, "messaging.client.sent.messages")
-        ),
-        *destinations,
-    )
+    published = of_destinations(added["messaging.client.sent.messages"], *destinations)
     assert {p["messaging.destination.name"] for p in published} >= {
         "lantern.events:widget.made",
         RETRY.split(" ", 1)[1],
     }
-    operations = of_destinations(
-        grown(
-            before["messaging.client.operation.duration"],
-            totals(metric_reader, "messaging.client.operation.duration"),
-        ),
-        *destinations,
-    )
+    operations = of_destinations(added["messaging.client.operation.duration"], *destinations)
     assert {p["messaging.operation.type"] for p in operations} == {"send"}

@@ -84,8 +84,9 @@ class MessagingTelemetry:
             SERVER_ADDRESS: url.hostname or "localhost",
             SERVER_PORT: url.port or (5671 if url.scheme == "amqps" else 5672),
         }
-        self.tracer = trace.get_tracer(SCOPE, lantern_version(), schema_url=SCHEMA_URL)
-        meter = metrics.get_meter(SCOPE, lantern_version(), schema_url=SCHEMA_URL)
+        version = lantern_version()
+        self.tracer = trace.get_tracer(SCOPE, version, schema_url=SCHEMA_URL)
+        meter = metrics.get_meter(SCOPE, version, schema_url=SCHEMA_URL)
         self.process_duration = meter.create_histogram(
             MESSAGING_PROCESS_DURATION,
             unit="s",
